@@ -1,0 +1,420 @@
+package security
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ringvpn/ringvpn/transport"
+	"github.com/ringvpn/ringvpn/transport/memnet"
+)
+
+// testGroup is a CA whose members are valid around the real clock, since
+// links verify certificates against time.Now.
+type testGroup struct {
+	ca     *CA
+	bundle *TrustBundle
+}
+
+func newTestGroup(t testing.TB, name string) *testGroup {
+	t.Helper()
+	now := time.Now()
+	ca, err := NewCA(name, now.Add(-24*time.Hour), now.Add(24*time.Hour), "ecdsa-p256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewTrustBundle(ca.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testGroup{ca: ca, bundle: b}
+}
+
+// member issues a member certificate valid in [from, to]; claim, when not
+// nil, is the overlay address the certificate claims instead of its own.
+func (g *testGroup) member(t testing.TB, name string, from, to time.Time, claim *Address) *Identity {
+	t.Helper()
+	key, err := GenerateKey("ecdsa-p256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := MemberSpec{Name: name, IPs: []netip.Prefix{netip.MustParsePrefix("10.9.0.1/16")}}
+	cert, err := g.ca.issue(key.Public(), spec, from, to, claim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseMember(cert)
+	if err != nil {
+		if claim == nil {
+			t.Fatal(err)
+		}
+		m = &Member{MemberSpec: spec} // the liar's own view of itself
+	}
+	return &Identity{Key: key, Cert: cert, Member: m}
+}
+
+func (g *testGroup) validMember(t testing.TB, name string) *Identity {
+	now := time.Now()
+	return g.member(t, name, now.Add(-time.Minute), now.Add(time.Hour), nil)
+}
+
+// testNode is an Endpoint on a Mux over one memnet socket.
+type testNode struct {
+	mux *transport.Mux
+	ep  *Endpoint
+}
+
+func newTestNode(t testing.TB, net *memnet.Network, addr string, id *Identity, bundle *TrustBundle, cfg Config, log *zap.Logger) *testNode {
+	t.Helper()
+	conn, err := net.Listen(netip.MustParseAddrPort(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux, err := transport.NewMux(conn, transport.Default(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := NewEndpoint(id, bundle, cfg, func(ctx context.Context, remote netip.AddrPort) (Pipe, error) {
+		p, err := mux.Dial(ctx, remote)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{mux: mux, ep: ep}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			p, err := mux.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			ep.Serve(p)
+		}
+	}()
+	t.Cleanup(func() {
+		ep.Close()
+		mux.Close()
+		<-done
+	})
+	return n
+}
+
+func testConfig() Config {
+	cfg := Default()
+	cfg.HandshakeTimeout = 5 * time.Second
+	return cfg
+}
+
+func accept(t testing.TB, n *testNode) *Link {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := n.ep.Accept(ctx)
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	return l
+}
+
+// collector gathers the packets a link delivers.
+type collector struct {
+	mu   sync.Mutex
+	pkts [][]byte
+	got  chan struct{}
+}
+
+func collect(l *Link) *collector {
+	c := &collector{got: make(chan struct{}, 1024)}
+	l.SetHandler(func(p []byte) {
+		c.mu.Lock()
+		c.pkts = append(c.pkts, append([]byte(nil), p...))
+		c.mu.Unlock()
+		select {
+		case c.got <- struct{}{}:
+		default:
+		}
+	})
+	return c
+}
+
+func (c *collector) wait(t testing.TB, n int) [][]byte {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		c.mu.Lock()
+		if len(c.pkts) >= n {
+			out := c.pkts
+			c.mu.Unlock()
+			return out
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.got:
+		case <-deadline:
+			t.Fatalf("got %d packets, want %d", len(c.pkts), n)
+		}
+	}
+}
+
+func TestLink_AuthenticatesAndCarriesPackets(t *testing.T) {
+	g := newTestGroup(t, "group-ca")
+	net := memnet.New(1)
+	log := zaptest.NewLogger(t)
+	alice, bob := g.validMember(t, "alice"), g.validMember(t, "bob")
+	a := newTestNode(t, net, "10.0.0.1:4820", alice, g.bundle, testConfig(), log)
+	b := newTestNode(t, net, "10.0.0.2:4820", bob, g.bundle, testConfig(), log)
+
+	la, err := a.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.2:4820"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := accept(t, b)
+	if la.Peer().Address != bob.Member.Address || lb.Peer().Address != alice.Member.Address {
+		t.Fatal("links name the wrong peers")
+	}
+	if !la.Dialed() || lb.Dialed() {
+		t.Fatal("roles wrong")
+	}
+	ca, cb := collect(la), collect(lb)
+	for i := range 100 {
+		la.Send(fmt.Appendf(nil, "a->b %d", i))
+		lb.Send(fmt.Appendf(nil, "b->a %d", i))
+	}
+	for i, p := range cb.wait(t, 100)[:100] {
+		if want := fmt.Sprintf("a->b %d", i); string(p) != want {
+			t.Fatalf("b got %q, want %q", p, want)
+		}
+	}
+	ca.wait(t, 100)
+	if err := la.Send(make([]byte, MaxPayload+1)); !errors.Is(err, ErrTooBig) {
+		t.Fatalf("oversized send: %v", err)
+	}
+
+	// Closing tells the peer.
+	la.Close()
+	select {
+	case <-lb.Done():
+		if !errors.Is(lb.Err(), ErrPeerClosed) {
+			t.Fatalf("peer's link closed with %v", lb.Err())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("peer not told of close")
+	}
+	if err := la.Send([]byte("x")); !errors.Is(err, ErrLinkClosed) {
+		t.Fatalf("send after close: %v", err)
+	}
+}
+
+func TestLink_RefusesBadCertificates(t *testing.T) {
+	g := newTestGroup(t, "group-ca")
+	other := newTestGroup(t, "other-ca")
+	now := time.Now()
+	someoneElse := g.validMember(t, "eve").Member.Address
+	for _, tc := range []struct {
+		name    string
+		member  func(t *testing.T) *Identity
+		wantErr error
+		wantLog string
+	}{
+		{"other CA", func(t *testing.T) *Identity { return other.validMember(t, "mallory") }, ErrUnknownCA, "not in the trust bundle"},
+		{"expired", func(t *testing.T) *Identity {
+			return g.member(t, "old", now.Add(-2*time.Hour), now.Add(-time.Hour), nil)
+		}, ErrExpired, "expired"},
+		{"address not its key's", func(t *testing.T) *Identity {
+			return g.member(t, "liar", now.Add(-time.Minute), now.Add(time.Hour), &someoneElse)
+		}, ErrAddressMismatch, "hashes to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			log := zap.New(core)
+			net := memnet.New(2)
+			server := newTestNode(t, net, "10.0.0.1:4820", g.validMember(t, "server"), g.bundle, testConfig(), log)
+			bad := tc.member(t)
+			// The bad member trusts both CAs so only the server refuses.
+			both, _ := NewTrustBundle(g.ca.Cert, other.ca.Cert)
+			client := newTestNode(t, net, "10.0.0.2:4820", bad, both, testConfig(), zap.NewNop())
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if l, err := client.ep.Dial(ctx, netip.MustParseAddrPort("10.0.0.1:4820")); err == nil {
+				l.Close()
+				t.Fatal("bad member got a link")
+			}
+			refused := logs.FilterMessage("peer refused").All()
+			if len(refused) == 0 {
+				t.Fatal("no \"peer refused\" log line")
+			}
+			errText := fmt.Sprint(refused[0].ContextMap()["error"])
+			if !strings.Contains(errText, tc.wantLog) || !strings.Contains(errText, bad.Member.Name) {
+				t.Fatalf("log says %q; want it to name %q and say %q", errText, bad.Member.Name, tc.wantLog)
+			}
+			if len(server.ep.Links()) != 0 {
+				t.Fatal("server kept a link")
+			}
+			_ = tc.wantErr
+		})
+	}
+}
+
+func TestLink_SimultaneousOpenGivesOneLink(t *testing.T) {
+	g := newTestGroup(t, "group-ca")
+	for seed := range uint64(5) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			net := memnet.New(seed)
+			net.SetDefaultLink(memnet.LinkConfig{Latency: 5 * time.Millisecond})
+			log := zaptest.NewLogger(t)
+			a := newTestNode(t, net, "10.0.0.1:4820", g.validMember(t, "a"), g.bundle, testConfig(), log)
+			b := newTestNode(t, net, "10.0.0.2:4820", g.validMember(t, "b"), g.bundle, testConfig(), log)
+			var la, lb *Link
+			var ea, eb error
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); la, ea = a.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.2:4820")) }()
+			go func() { defer wg.Done(); lb, eb = b.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.1:4820")) }()
+			wg.Wait()
+			if ea != nil || eb != nil {
+				t.Fatalf("dials: %v, %v", ea, eb)
+			}
+			if la.Dialed() == lb.Dialed() {
+				t.Fatal("both sides have the same role")
+			}
+			if len(a.ep.Links()) != 1 || len(b.ep.Links()) != 1 {
+				t.Fatalf("links: a %d, b %d; want exactly one each", len(a.ep.Links()), len(b.ep.Links()))
+			}
+			cb := collect(lb)
+			la.Send([]byte("hello"))
+			if got := cb.wait(t, 1); !bytes.Equal(got[0], []byte("hello")) {
+				t.Fatalf("got %q", got[0])
+			}
+		})
+	}
+}
+
+func TestLink_SurvivesPeerRebinding(t *testing.T) {
+	g := newTestGroup(t, "group-ca")
+	net := memnet.New(3)
+	log := zaptest.NewLogger(t)
+	aConn, err := net.Listen(netip.MustParseAddrPort("10.0.0.1:4820"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aMux, _ := transport.NewMux(aConn, transport.Default(), log)
+	aEP, _ := NewEndpoint(g.validMember(t, "a"), g.bundle, testConfig(), func(ctx context.Context, r netip.AddrPort) (Pipe, error) {
+		p, err := aMux.Dial(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}, log)
+	defer aMux.Close()
+	defer aEP.Close()
+	b := newTestNode(t, net, "10.0.0.2:4820", g.validMember(t, "b"), g.bundle, testConfig(), log)
+
+	la, err := aEP.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.2:4820"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := accept(t, b)
+	ca, cb := collect(la), collect(lb)
+	la.Send([]byte("before"))
+	cb.wait(t, 1)
+
+	newAddr := aConn.Rebind()
+	la.Send([]byte("after"))
+	cb.wait(t, 2)
+	if lb.Remote() != newAddr {
+		t.Fatalf("b sends to %s, want the rebound %s", lb.Remote(), newAddr)
+	}
+	lb.Send([]byte("reply"))
+	if got := ca.wait(t, 1); string(got[0]) != "reply" {
+		t.Fatalf("a got %q", got[0])
+	}
+}
+
+func TestLink_Rekeys(t *testing.T) {
+	g := newTestGroup(t, "group-ca")
+	net := memnet.New(4)
+	log := zaptest.NewLogger(t)
+	cfg := testConfig()
+	cfg.RekeyAfterRecords = 1024
+	a := newTestNode(t, net, "10.0.0.1:4820", g.validMember(t, "a"), g.bundle, cfg, log)
+	b := newTestNode(t, net, "10.0.0.2:4820", g.validMember(t, "b"), g.bundle, cfg, log)
+	la, err := a.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.2:4820"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := accept(t, b)
+	cb := collect(lb)
+	oldID := la.LocalID()
+	sent := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for la.Stats().Rekeys == 0 && time.Now().Before(deadline) {
+		if err := la.Send([]byte("payload")); err == nil {
+			sent++
+		}
+		if sent%256 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if la.Stats().Rekeys == 0 {
+		t.Fatal("no rekey after the record limit")
+	}
+	if la.LocalID() == oldID {
+		t.Fatal("session not replaced")
+	}
+	for range 10 {
+		la.Send([]byte("on new keys"))
+	}
+	got := cb.wait(t, sent+10)
+	if string(got[len(got)-1]) != "on new keys" {
+		t.Fatalf("last packet %q", got[len(got)-1])
+	}
+	if len(a.ep.Links()) != 1 || len(b.ep.Links()) != 1 {
+		t.Fatal("rekey changed the number of links")
+	}
+}
+
+func TestLink_DeadPeerDetected(t *testing.T) {
+	g := newTestGroup(t, "group-ca")
+	net := memnet.New(5)
+	log := zaptest.NewLogger(t)
+	cfg := testConfig()
+	cfg.KeepaliveInterval = 100 * time.Millisecond
+	cfg.DeadAfter = 400 * time.Millisecond
+	a := newTestNode(t, net, "10.0.0.1:4820", g.validMember(t, "a"), g.bundle, cfg, log)
+	b := newTestNode(t, net, "10.0.0.2:4820", g.validMember(t, "b"), g.bundle, cfg, log)
+	la, err := a.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.2:4820"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accept(t, b)
+	time.Sleep(time.Second) // keepalives hold the idle link up
+	select {
+	case <-la.Done():
+		t.Fatalf("idle link died: %v", la.Err())
+	default:
+	}
+	net.SetDefaultLink(memnet.LinkConfig{Loss: 1})
+	select {
+	case <-la.Done():
+		if !errors.Is(la.Err(), ErrPeerTimeout) {
+			t.Fatalf("closed with %v", la.Err())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("dead peer not detected")
+	}
+}

@@ -1,0 +1,4 @@
+package udp_test
+
+// batching is whether ReadBatch moves several datagrams per system call.
+const batching = true

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package udp_test
+
+const batching = false
