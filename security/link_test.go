@@ -17,6 +17,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/transport"
 	"github.com/ringvpn/ringvpn/transport/memnet"
+	"github.com/ringvpn/ringvpn/transport/udp"
 )
 
 // testGroup is a CA whose members are valid around the real clock, since
@@ -120,11 +121,11 @@ func testConfig() Config {
 	return cfg
 }
 
-func accept(t testing.TB, n *testNode) *Link {
+func accept(t testing.TB, ep *Endpoint) *Link {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := n.ep.Accept(ctx)
+	l, err := ep.Accept(ctx)
 	if err != nil {
 		t.Fatalf("accept: %v", err)
 	}
@@ -183,7 +184,7 @@ func TestLink_AuthenticatesAndCarriesPackets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := accept(t, b)
+	lb := accept(t, b.ep)
 	if la.Peer().Address != bob.Member.Address || lb.Peer().Address != alice.Member.Address {
 		t.Fatal("links name the wrong peers")
 	}
@@ -283,8 +284,14 @@ func TestLink_SimultaneousOpenGivesOneLink(t *testing.T) {
 			var ea, eb error
 			var wg sync.WaitGroup
 			wg.Add(2)
-			go func() { defer wg.Done(); la, ea = a.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.2:4820")) }()
-			go func() { defer wg.Done(); lb, eb = b.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.1:4820")) }()
+			go func() {
+				defer wg.Done()
+				la, ea = a.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.2:4820"))
+			}()
+			go func() {
+				defer wg.Done()
+				lb, eb = b.ep.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.1:4820"))
+			}()
 			wg.Wait()
 			if ea != nil || eb != nil {
 				t.Fatalf("dials: %v, %v", ea, eb)
@@ -328,7 +335,7 @@ func TestLink_SurvivesPeerRebinding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := accept(t, b)
+	lb := accept(t, b.ep)
 	ca, cb := collect(la), collect(lb)
 	la.Send([]byte("before"))
 	cb.wait(t, 1)
@@ -357,7 +364,7 @@ func TestLink_Rekeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := accept(t, b)
+	lb := accept(t, b.ep)
 	cb := collect(lb)
 	oldID := la.LocalID()
 	sent := 0
@@ -401,7 +408,7 @@ func TestLink_DeadPeerDetected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	accept(t, b)
+	accept(t, b.ep)
 	time.Sleep(time.Second) // keepalives hold the idle link up
 	select {
 	case <-la.Done():
@@ -417,4 +424,176 @@ func TestLink_DeadPeerDetected(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("dead peer not detected")
 	}
+}
+
+// recordingConn wraps a socket: while hold is set, it keeps outgoing sealed
+// records instead of sending them, so a test can replay and reorder them.
+type recordingConn struct {
+	transport.PacketConn
+	mu   sync.Mutex
+	hold bool
+	kept [][]byte
+}
+
+func (c *recordingConn) WriteTo(b []byte, to netip.AddrPort) error {
+	c.mu.Lock()
+	if c.hold && len(b) > 0 && b[0] == transport.SealedRecordType {
+		c.kept = append(c.kept, append([]byte(nil), b...))
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	return c.PacketConn.WriteTo(b, to)
+}
+
+type udpNode struct {
+	conn *recordingConn
+	mux  *transport.Mux
+	ep   *Endpoint
+}
+
+func newUDPNode(t *testing.T, id *Identity, bundle *TrustBundle, log *zap.Logger) *udpNode {
+	t.Helper()
+	raw, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"), udp.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &recordingConn{PacketConn: raw}
+	mux, err := transport.NewMux(conn, transport.Default(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := NewEndpoint(id, bundle, testConfig(), func(ctx context.Context, r netip.AddrPort) (Pipe, error) {
+		p, err := mux.Dial(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			p, err := mux.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			ep.Serve(p)
+		}
+	}()
+	t.Cleanup(func() {
+		ep.Close()
+		mux.Close()
+		<-done
+	})
+	return &udpNode{conn: conn, mux: mux, ep: ep}
+}
+
+func TestLink_UDP_BadDatagramsDroppedAndCounted(t *testing.T) {
+	g := newTestGroup(t, "group-ca")
+	log := zaptest.NewLogger(t)
+	a := newUDPNode(t, g.validMember(t, "a"), g.bundle, log)
+	b := newUDPNode(t, g.validMember(t, "b"), g.bundle, log)
+	la, err := a.ep.Dial(context.Background(), b.mux.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := accept(t, b.ep)
+	cb := collect(lb)
+
+	// Hold 50 records back, then deliver them in reverse order: all count.
+	a.conn.mu.Lock()
+	a.conn.hold = true
+	a.conn.mu.Unlock()
+	for i := range 50 {
+		la.Send(fmt.Appendf(nil, "p%d", i))
+	}
+	a.conn.mu.Lock()
+	kept := a.conn.kept
+	a.conn.hold, a.conn.kept = false, nil
+	a.conn.mu.Unlock()
+	if len(kept) != 50 {
+		t.Fatalf("held %d records", len(kept))
+	}
+	attacker, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"), udp.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	to := b.mux.LocalAddr()
+	for i := len(kept) - 1; i >= 0; i-- {
+		a.conn.PacketConn.WriteTo(kept[i], to) // from a's own socket
+	}
+	cb.wait(t, 50)
+
+	// Replays of all of them, garbage, truncated and forged records: none
+	// is delivered, every one is counted, nothing breaks.
+	before := b.mux.Stats()
+	for _, rec := range kept {
+		attacker.WriteTo(rec, to)
+	}
+	forged := append([]byte(nil), kept[0]...)
+	forged[len(forged)-1] ^= 1
+	forged[12] = 0xff // a sequence number never used
+	attacker.WriteTo(forged, to)
+	attacker.WriteTo([]byte("GET / HTTP/1.1\r\n\r\n"), to)
+	attacker.WriteTo([]byte{transport.SealedRecordType, 1, 2}, to)
+	attacker.WriteTo(kept[0][:20], to)
+	attacker.WriteTo([]byte{22, 0xfe, 0xfd, 0, 0}, to)
+	deadline := time.Now().Add(5 * time.Second)
+	for lb.Stats().DropsIn < 52 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := lb.Stats().DropsIn; got != 52 {
+		t.Fatalf("link dropped %d records, want 50 replays + 1 forged + 1 truncated", got)
+	}
+	after := b.mux.Stats()
+	if after.Garbage-before.Garbage != 1 || after.Short-before.Short != 2 {
+		t.Fatalf("mux counters: before %+v after %+v", before, after)
+	}
+	if n := len(cb.wait(t, 50)); n != 50 {
+		t.Fatalf("delivered %d packets, want exactly the 50 originals", n)
+	}
+	// The link still works both ways: replays from another address did
+	// not move b's idea of where a is.
+	ca := collect(la)
+	lb.Send([]byte("still here"))
+	ca.wait(t, 1)
+}
+
+func TestLink_UDP_SurvivesSocketRebind(t *testing.T) {
+	g := newTestGroup(t, "group-ca")
+	log := zaptest.NewLogger(t)
+	a := newUDPNode(t, g.validMember(t, "a"), g.bundle, log)
+	b := newUDPNode(t, g.validMember(t, "b"), g.bundle, log)
+	la, err := a.ep.Dial(context.Background(), b.mux.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := accept(t, b.ep)
+	ca, cb := collect(la), collect(lb)
+	la.Send([]byte("one"))
+	cb.wait(t, 1)
+
+	fresh, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"), udp.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldPort := a.mux.LocalAddr().Port()
+	if err := a.mux.Rebind(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if a.mux.LocalAddr().Port() == oldPort {
+		t.Fatal("rebind kept the port")
+	}
+	la.Send([]byte("two"))
+	cb.wait(t, 2)
+	if lb.Remote() != a.mux.LocalAddr() {
+		t.Fatalf("b follows %s, want %s", lb.Remote(), a.mux.LocalAddr())
+	}
+	lb.Send([]byte("back"))
+	ca.wait(t, 1)
 }

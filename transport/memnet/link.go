@@ -3,13 +3,13 @@ package memnet
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"time"
 )
 
 // LinkConfig describes the path between two hosts, the same in both
-// directions. The zero value is a perfect link: no delay, no loss.
+// directions. The zero value is a perfect link: no delay, no loss. Each
+// delay is at most 24 hours.
 type LinkConfig struct {
 	// Latency is the one-way delay of every datagram.
 	Latency time.Duration
@@ -30,6 +30,10 @@ type LinkConfig struct {
 	ReorderDelay time.Duration
 }
 
+// maxDelay bounds each delay of a LinkConfig, so that no sum of them
+// overflows.
+const maxDelay = 24 * time.Hour
+
 // Validate reports every out-of-range field.
 func (l LinkConfig) Validate() error {
 	var errs []error
@@ -37,8 +41,8 @@ func (l LinkConfig) Validate() error {
 		name string
 		v    time.Duration
 	}{{"latency", l.Latency}, {"jitter", l.Jitter}, {"reorder_delay", l.ReorderDelay}} {
-		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("memnet: link.%s: %v is negative", f.name, f.v))
+		if f.v < 0 || f.v > maxDelay {
+			errs = append(errs, fmt.Errorf("memnet: link.%s: %v not in [0,%v]", f.name, f.v, maxDelay))
 		}
 	}
 	for _, f := range []struct {
@@ -50,15 +54,7 @@ func (l LinkConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("memnet: link.%s: %v not in [0,1]", f.name, f.p))
 		}
 	}
-	if l.Latency > 0 && l.Jitter > math.MaxInt64-l.Latency {
-		errs = append(errs, fmt.Errorf("memnet: link: latency %v plus jitter %v overflows", l.Latency, l.Jitter))
-	}
 	return errors.Join(errs...)
-}
-
-// delayed reports whether any datagram on l may wait in the in-flight heap.
-func (l *LinkConfig) delayed() bool {
-	return l.Latency > 0 || l.Jitter > 0 || l.Reorder > 0
 }
 
 // reorderDelay is the extra delay of a reordered datagram.

@@ -237,7 +237,7 @@ func (n *Network) send(c *Conn, b []byte, dst netip.AddrPort, clk *clock) {
 	copies := 1
 	if l.Duplicate > 0 && n.rng.Float64() < l.Duplicate {
 		n.stats.Duplicated++
-		copies = 1
+		copies = 2
 	}
 	for range copies {
 		n.schedule(&l, src, dst, b, clk)
