@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"go/build"
-	"math/big"
 	"strings"
 	"testing"
 )
@@ -30,10 +29,11 @@ func TestAddressOf_KnownAnswer(t *testing.T) {
 	// RFC 8032 section 7.1, test 1.
 	edPub := ed25519.PublicKey(mustHex(t, "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"))
 	// RFC 6979 appendix A.2.5 (P-256).
-	p256 := &ecdsa.PublicKey{
-		Curve: elliptic.P256(),
-		X:     new(big.Int).SetBytes(mustHex(t, "60fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6")),
-		Y:     new(big.Int).SetBytes(mustHex(t, "7903fe1008b8bc99a41ae9e95628bc64f2f1b20c2d7e9f5177a3c294d4462299")),
+	p256, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), mustHex(t, "04"+
+		"60fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6"+
+		"7903fe1008b8bc99a41ae9e95628bc64f2f1b20c2d7e9f5177a3c294d4462299"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	tests := []struct {
 		name string

@@ -176,7 +176,7 @@ func (e *Endpoint) Dial(ctx context.Context, remote netip.AddrPort) (*Link, erro
 			}
 		}
 		pipe.Close()
-		return nil, fmt.Errorf("dial %s: %w", remote, err)
+		return nil, fmt.Errorf("dial %s: %w (if the peer refused our certificate, its log says why)", remote, err)
 	}
 	l := e.newLink(s, peer)
 	if err := e.confirm(ctx, l, s, kindHello, nil); err != nil {
@@ -291,7 +291,7 @@ func (e *Endpoint) rekey(l *Link) error {
 		s.close()
 		return fmt.Errorf("peer at %s is now %s, not %s", old.pipe.Remote(), peer.Address, l.Peer().Address)
 	}
-	s.link.Store(l)
+	s.attach(l)
 	if err := e.confirm(ctx, l, s, kindRekey, old.peerID[:]); err != nil {
 		s.close()
 		return err
@@ -350,6 +350,10 @@ func (e *Endpoint) handshake(ctx context.Context, pipe Pipe, dialer bool) (*sess
 		FlightInterval:        500 * time.Millisecond,
 		LoggerFactory:         pionLogs{e.log.Named("dtls")},
 	}
+	// The peer may send its first sealed record before HandshakeContext
+	// returns here: keep a few and open them once the keys exist.
+	early := &earlyRecords{}
+	pipe.SetHandler(early.keep)
 	var (
 		conn *dtls.Conn
 		err  error
@@ -379,7 +383,7 @@ func (e *Endpoint) handshake(ctx context.Context, pipe Pipe, dialer bool) (*sess
 		return nil, nil, fmt.Errorf("dtls handshake with %s: %w", remote, err)
 	}
 	e.handshakes.Add(1)
-	pipe.SetHandler(s.receive)
+	s.early = early // handed over when the session joins a link
 	if dialer {
 		// The dialer's last flight needs no answer: drop the engine now.
 		s.detach()
@@ -554,5 +558,44 @@ func (f freeList) put(b *[MaxPayload + record.Overhead]byte) {
 	select {
 	case f <- b:
 	default:
+	}
+}
+
+// earlyRecords holds the sealed records that arrive while a handshake is
+// finishing, and hands them to the session once it exists.
+type earlyRecords struct {
+	mu      sync.Mutex
+	session *session
+	records []earlyRecord
+}
+
+type earlyRecord struct {
+	b    []byte
+	from netip.AddrPort
+}
+
+const maxEarlyRecords = 4
+
+func (e *earlyRecords) keep(b []byte, from netip.AddrPort) {
+	e.mu.Lock()
+	if s := e.session; s != nil {
+		e.mu.Unlock()
+		s.receive(b, from)
+		return
+	}
+	if len(e.records) < maxEarlyRecords {
+		e.records = append(e.records, earlyRecord{append([]byte(nil), b...), from})
+	}
+	e.mu.Unlock()
+}
+
+func (e *earlyRecords) handOver(s *session) {
+	e.mu.Lock()
+	e.session = s
+	records := e.records
+	e.records = nil
+	e.mu.Unlock()
+	for _, r := range records {
+		s.receive(r.b, r.from)
 	}
 }

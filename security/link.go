@@ -72,7 +72,8 @@ type session struct {
 	dialed  bool
 	created time.Time
 
-	link atomic.Pointer[Link]
+	link  atomic.Pointer[Link]
+	early *earlyRecords // records that arrived before link was set
 
 	// confirmation: the first hello/rekey (acceptor) or ack (dialer)
 	confirmOnce sync.Once
@@ -108,6 +109,17 @@ func (s *session) close() {
 	s.detach()
 	s.pipe.SetHandler(nil)
 	s.pipe.Close()
+}
+
+// attach makes l the receiver of s's records, starting with any that
+// arrived during the handshake.
+func (s *session) attach(l *Link) {
+	s.link.Store(l)
+	if s.early != nil {
+		s.early.handOver(s)
+		s.early = nil
+	}
+	s.pipe.SetHandler(s.receive)
 }
 
 func (s *session) receive(b []byte, from netip.AddrPort) {
@@ -173,7 +185,7 @@ func (e *Endpoint) newLink(s *session, peer *Member) *Link {
 	l.log = e.log.With(zap.String("peer", peer.Name), zap.Stringer("node", peer.Address))
 	l.peer.Store(peer)
 	l.current.Store(s)
-	s.link.Store(l)
+	s.attach(l)
 	return l
 }
 

@@ -15,7 +15,11 @@
 // without delay is copied into a buffer from the network's bounded free list
 // and queued at the receiver inside WriteTo. A delayed datagram waits in one
 // heap per Network, served by one time.Timer whose callback runs only when a
-// datagram is due.
+// datagram is due. A queued or delayed datagram holds a buffer of
+// transport.MaxPacket bytes; at most 1024 idle buffers are kept for reuse.
+// All sends of a Network take one mutex, which is what makes the order of
+// random draws well defined; the copy into the reader's buffers happens
+// outside it.
 //
 // # Determinism
 //

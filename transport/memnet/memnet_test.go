@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,6 +62,31 @@ func sendID(t testing.TB, c *Conn, to netip.AddrPort, id int) {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], uint32(id))
 	mustWrite(t, c, b[:], to)
+}
+
+// sendIDs sends ids [0, count) from c to rx on a link without delay and
+// reads what arrives as it goes, so that at most a few buffers are in use.
+// It returns how many datagrams rx read.
+func sendIDs(t testing.TB, n *Network, c, rx *Conn, count int) uint64 {
+	t.Helper()
+	var b [4]byte
+	bufs := [][]byte{make([]byte, 4), make([]byte, 4)}
+	sizes, from := make([]int, 2), make([]netip.AddrPort, 2)
+	var read uint64
+	for id := range count {
+		binary.BigEndian.PutUint32(b[:], uint32(id))
+		if err := c.WriteTo(b[:], rx.LocalAddr()); err != nil {
+			t.Fatalf("WriteTo(%v) id %d: %v", rx.LocalAddr(), id, err)
+		}
+		for read < n.Stats().Delivered {
+			k, err := rx.ReadBatch(bufs, sizes, from)
+			if err != nil {
+				t.Fatalf("ReadBatch: %v", err)
+			}
+			read += uint64(k)
+		}
+	}
+	return read
 }
 
 // readOne blocks for one datagram.
@@ -511,11 +538,11 @@ func TestLink_LossRate(t *testing.T) {
 		n := New(7)
 		setDefaultLink(t, n, LinkConfig{Loss: loss})
 		a, b := listen(t, n, "10.0.0.1:1"), listen(t, n, "10.0.0.2:1")
-		setQueueLen(t, b, count)
-		for i := range count {
-			sendID(t, a, b.LocalAddr(), i)
-		}
+		read := sendIDs(t, n, a, b, count)
 		s := n.Stats()
+		if read != s.Delivered {
+			t.Errorf("loss %v: read %d, delivered %d", loss, read, s.Delivered)
+		}
 		checkConservation(t, s)
 		// Binomial: the standard deviation is at most 50; allow 4 of them.
 		want := loss * count
@@ -548,11 +575,11 @@ func TestLink_Duplicate(t *testing.T) {
 		n := New(1)
 		setDefaultLink(t, n, LinkConfig{Duplicate: 0.25, Loss: 0.2})
 		a, b := listen(t, n, "10.0.0.1:1"), listen(t, n, "10.0.0.2:1")
-		setQueueLen(t, b, 2*count)
-		for i := range count {
-			sendID(t, a, b.LocalAddr(), i)
-		}
+		read := sendIDs(t, n, a, b, count)
 		s := n.Stats()
+		if read != s.Delivered {
+			t.Errorf("read %d, delivered %d", read, s.Delivered)
+		}
 		checkConservation(t, s)
 		// Duplication applies to the datagrams not lost: 0.8*0.25 of all.
 		if got := float64(s.Duplicated); got < 2000-200 || got > 2000+200 {
@@ -651,7 +678,7 @@ func TestLinkConfig_Validate(t *testing.T) {
 		{"Full", LinkConfig{Latency: time.Second, Jitter: time.Second, Loss: 1, Reorder: 1, Duplicate: 1, ReorderDelay: 1}, nil},
 		{"LossAboveOne", LinkConfig{Loss: 1.5}, []string{"link.loss: 1.5 not in [0,1]"}},
 		{"NegativeReorder", LinkConfig{Reorder: -0.1}, []string{"link.reorder: -0.1 not in [0,1]"}},
-		{"NaNDuplicate", LinkConfig{Duplicate: nan()}, []string{"link.duplicate: NaN not in [0,1]"}},
+		{"NaNDuplicate", LinkConfig{Duplicate: math.NaN()}, []string{"link.duplicate: NaN not in [0,1]"}},
 		{"NegativeDelays", LinkConfig{Latency: -1, Jitter: -2, ReorderDelay: -3}, []string{"link.latency: -1ns not in [0,24h0m0s]", "link.jitter", "link.reorder_delay"}},
 		{"HugeJitter", LinkConfig{Jitter: 1<<63 - 1}, []string{"link.jitter"}},
 	} {
@@ -685,11 +712,6 @@ func TestLinkConfig_Validate(t *testing.T) {
 			}
 		})
 	}
-}
-
-func nan() float64 {
-	var zero float64
-	return zero / zero
 }
 
 func TestConn_Rebind(t *testing.T) {
@@ -921,6 +943,47 @@ func TestLink_InOrderAcrossChange(t *testing.T) {
 		sendID(t, a, b.LocalAddr(), 2)
 		if s := n.Stats(); s.Delivered != 3 {
 			t.Errorf("Delivered = %d, want 3", s.Delivered)
+		}
+	})
+}
+
+func TestNetwork_ThousandConns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const count = 1000
+		n := New(1)
+		setDefaultLink(t, n, LinkConfig{Latency: 10 * time.Millisecond})
+
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		conns := make([]*Conn, count)
+		for i := range conns {
+			conns[i] = listen(t, n, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 1).String())
+		}
+		runtime.ReadMemStats(&after)
+		perConn := (after.TotalAlloc - before.TotalAlloc) / count
+		t.Logf("%d bytes allocated per idle Conn", perConn)
+		if perConn > 1024 {
+			t.Errorf("%d bytes allocated per idle Conn, want at most 1 KiB", perConn)
+		}
+
+		goroutines := runtime.NumGoroutine()
+		start := time.Now()
+		for i, c := range conns {
+			sendID(t, c, conns[(i+1)%count].LocalAddr(), i)
+		}
+		if got := runtime.NumGoroutine(); got != goroutines {
+			t.Errorf("%d goroutines with %d datagrams in flight, want %d as before", got, count, goroutines)
+		}
+		for i, c := range conns {
+			got, from := readOne(t, c)
+			want := (i + count - 1) % count
+			if id := int(binary.BigEndian.Uint32(got)); id != want || from != conns[want].LocalAddr() {
+				t.Fatalf("conn %d got id %d from %v, want %d from %v", i, id, from, want, conns[want].LocalAddr())
+			}
+		}
+		if d := time.Since(start); d != 10*time.Millisecond {
+			t.Errorf("all arrived after %v, want 10ms", d)
 		}
 	})
 }

@@ -76,7 +76,7 @@ func Load(path, envPrefix string, dst any) error {
 
 	err := v.UnmarshalExact(dst, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationHook,
-		mapstructure.TextUnmarshallerHookFunc(),
+		textHook,
 		mapstructure.StringToSliceHookFunc(","),
 	)), func(c *mapstructure.DecoderConfig) {
 		c.ZeroFields = true
@@ -168,6 +168,20 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
+// textHook decodes text into types that implement
+// encoding.TextUnmarshaler, quoting the text in errors.
+func textHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || !reflect.PointerTo(to).Implements(textUnmarshalerType) {
+		return data, nil
+	}
+	s := reflect.ValueOf(data).String()
+	ptr := reflect.New(to)
+	if err := ptr.Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(s)); err != nil {
+		return nil, fmt.Errorf("%q is not a valid %s: %w", s, to, err)
+	}
+	return ptr.Elem().Interface(), nil
+}
+
 // unknownKeys reports the keys of the file that match no field.
 func unknownKeys(keys []string, leaves map[string]reflect.Type, path string) error {
 	var errs []error
@@ -207,8 +221,14 @@ func suggest(key string, leaves map[string]reflect.Type) string {
 	last := key[strings.LastIndexByte(key, '.')+1:]
 	for leaf := range leaves {
 		d := levenshtein(key, leaf)
-		if leaf[strings.LastIndexByte(leaf, '.')+1:] == last {
+		leafLast := leaf[strings.LastIndexByte(leaf, '.')+1:]
+		switch {
+		case leafLast == last:
 			d = min(d, 1) // right name, wrong section
+		case levenshtein(leafLast, last) == 1:
+			d = min(d, 2) // a typo in the wrong section
+		case strings.HasPrefix(key, leaf+"_"), strings.HasPrefix(leaf, key+"_"):
+			d = min(d, 2) // listen_port for listen
 		}
 		if d < bestDist || d == bestDist && leaf < best {
 			best, bestDist = leaf, d

@@ -57,8 +57,8 @@ func defaults() testConfig {
 		Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 		Transport: transportConfig{
 			MuxConfig: MuxConfig{MaxPending: 256},
-			UDP:               udpConfig{BatchSize: 64},
-			Keepalive:         10 * time.Second,
+			UDP:       udpConfig{BatchSize: 64},
+			Keepalive: 10 * time.Second,
 		},
 	}
 }
@@ -174,11 +174,11 @@ func TestLoad_TypeErrors(t *testing.T) {
 		{"bad duration", "transport:\n  keepalive: soon\n", nil,
 			`config file node.yaml: transport.keepalive: "soon" is not a duration`},
 		{"bad address:port", "listen: nowhere\n", nil,
-			`config file node.yaml: listen: netip.ParseAddrPort("nowhere")`},
+			`config file node.yaml: listen: "nowhere" is not a valid netip.AddrPort`},
 		{"bad overlay address", "node: abc\n", nil,
-			`config file node.yaml: node: overlay address "abc": want 40 hex digits`},
+			`config file node.yaml: node: "abc" is not a valid security.Address: overlay address "abc": want 40 hex digits`},
 		{"bad prefix in a list", "subnets: [10.0.0.0/8, 10.0.0.0/99]\n", nil,
-			`config file node.yaml: subnets[1]: netip.ParsePrefix("10.0.0.0/99")`},
+			`config file node.yaml: subnets[1]: "10.0.0.0/99" is not a valid netip.Prefix`},
 		{"bad value from env", "", map[string]string{"RINGVPN_TEST_TRANSPORT_UDP_BATCH_SIZE": "many"},
 			`environment variable RINGVPN_TEST_TRANSPORT_UDP_BATCH_SIZE: transport.udp.batch_size: "many" is not a valid int`},
 		{"section given a value", "transport: 5\n", nil, "transport"},

@@ -42,6 +42,7 @@ func (r ProbeReport) HandshakesPerSecond() float64 {
 func Probe(ctx context.Context, cfg Config, target netip.AddrPort, sessions, pings int, log *zap.Logger) (ProbeReport, error) {
 	cfg.Peers = nil
 	cfg.Control.Socket = ""
+	cfg.Listen = netip.AddrPortFrom(cfg.Listen.Addr(), 0) // never the node's own port
 	n, err := Start(ctx, cfg, log)
 	if err != nil {
 		return ProbeReport{}, err

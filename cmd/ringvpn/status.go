@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ringvpn/ringvpn/cmd/ringvpn/internal/node"
+)
+
+func newStatusCommand(a *app) *cobra.Command {
+	var (
+		socket string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "show a running node's links",
+		Args:  withUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := node.QueryStatus(cmd.Context(), socket)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			printStatus(a, s)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", node.Default().Control.Socket, "the node's control socket (control.socket)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(a *app, s node.Status) {
+	fmt.Fprintf(a.stdout, "node %s  %s  listening on %s  up %s\n", s.Name, s.Address, s.Listen, s.Uptime)
+	fmt.Fprintf(a.stdout, "handshakes: %d completed, %d failed; datagrams in %d, dropped %d\n",
+		s.Handshakes.Completed, s.Handshakes.Failed, s.Transport.Datagrams, s.Transport.Dropped())
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tADDRESS\tENDPOINT\tROLE\tRTT\tPKTS IN/OUT\tBYTES IN/OUT\tDROPS\tREKEYS")
+	for _, l := range s.Links {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2fms\t%d/%d\t%d/%d\t%d\t%d\n",
+			l.Peer, l.Address[:12]+"…", l.Remote, l.Role, l.RTTMillis,
+			l.PacketsIn, l.PacketsOut, l.BytesIn, l.BytesOut, l.DropsIn, l.Rekeys)
+	}
+	tw.Flush()
+	if len(s.Links) == 0 {
+		fmt.Fprintln(a.stdout, "(no links)")
+	}
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/ringvpn/ringvpn/cmd/ringvpn/internal/config"
+	"github.com/ringvpn/ringvpn/cmd/ringvpn/internal/logging"
+	"github.com/ringvpn/ringvpn/cmd/ringvpn/internal/node"
+)
+
+func newUpCommand(a *app) *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "up --config FILE",
+		Short: "run a member node until interrupted",
+		Long: `Run a member node: open the UDP socket, link with the configured peers
+over DTLS, keep the links alive and serve status on the control socket.
+SIGINT or SIGTERM closes every link (telling the peers) and exits.
+
+configs/ringvpn.yaml documents every key.`,
+		Args: withUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlags(cmd, "config"); err != nil {
+				return err
+			}
+			cfg, log, err := loadNodeConfig(cmd, a, configPath)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			return runUp(cmd.Context(), cfg, log)
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (YAML)")
+	return cmd
+}
+
+// loadNodeConfig reads a node configuration and builds its logger: the
+// file's log settings, unless --log-level or --log-format were given.
+func loadNodeConfig(cmd *cobra.Command, a *app, path string) (node.Config, *zap.Logger, error) {
+	cfg := node.Default()
+	if err := config.Load(path, "RINGVPN", &cfg); err != nil {
+		return cfg, nil, err
+	}
+	if cmd.Flags().Changed("log-level") {
+		cfg.Log.Level = a.logLevel
+	}
+	if cmd.Flags().Changed("log-format") {
+		cfg.Log.Format = a.logFormat
+	}
+	log, err := logging.New(cfg.Log.Level, cfg.Log.Format, a.stderr)
+	if err != nil {
+		return cfg, nil, fmt.Errorf("log: %w", err)
+	}
+	// Identity paths in the file are relative to the file.
+	dir := filepath.Dir(path)
+	for _, p := range []*string{&cfg.Identity.Cert, &cfg.Identity.Key, &cfg.Identity.CA} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return cfg, log, nil
+}
+
+func runUp(ctx context.Context, cfg node.Config, log *zap.Logger) error {
+	n, err := node.Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := n.ServeControl(ctx); err != nil {
+		n.Close()
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return n.Close()
+}
