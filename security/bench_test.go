@@ -2,7 +2,6 @@ package security
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"net/netip"
 	"runtime"
@@ -152,23 +151,35 @@ func pionPair(b *testing.B, ma, mb *transport.Mux, g *testGroup) (*dtls.Conn, *d
 			accepted <- p
 		}
 	}()
-	conf := func(id *Identity, p *transport.Pipe) *dtls.Config {
+	opts := func(id *Identity, p *transport.Pipe) []dtls.Option {
 		cid := p.LocalID()
-		return &dtls.Config{
-			Certificates:          []tls.Certificate{id.TLSCertificate()},
-			CipherSuites:          []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
-			InsecureSkipVerify:    true,
-			ConnectionIDGenerator: func() []byte { return cid[:] },
+		return []dtls.Option{
+			dtls.WithCertificates(id.TLSCertificate()),
+			dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+			dtls.WithInsecureSkipVerify(true),
+			dtls.WithConnectionIDGenerator(func() []byte { return cid[:] }),
 		}
 	}
-	ca, err := dtls.Client(pa.ControlConn(), net.UDPAddrFromAddrPort(mb.LocalAddr()), conf(g.validMember(b, "pa"), pa))
+	clientOpts := func(o []dtls.Option) (out []dtls.ClientOption) {
+		for _, x := range o {
+			out = append(out, x)
+		}
+		return out
+	}
+	serverOpts := func(o []dtls.Option) (out []dtls.ServerOption) {
+		for _, x := range o {
+			out = append(out, x)
+		}
+		return out
+	}
+	ca, err := dtls.ClientWithOptions(pa.ControlConn(), net.UDPAddrFromAddrPort(mb.LocalAddr()), clientOpts(opts(g.validMember(b, "pa"), pa))...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- ca.HandshakeContext(context.Background()) }()
 	pb := <-accepted
-	cb, err := dtls.Server(pb.ControlConn(), net.UDPAddrFromAddrPort(ma.LocalAddr()), conf(g.validMember(b, "pb"), pb))
+	cb, err := dtls.ServerWithOptions(pb.ControlConn(), net.UDPAddrFromAddrPort(ma.LocalAddr()), serverOpts(opts(g.validMember(b, "pb"), pb))...)
 	if err != nil {
 		b.Fatal(err)
 	}

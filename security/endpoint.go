@@ -3,7 +3,6 @@ package security
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/gob"
 	"errors"
@@ -327,16 +326,15 @@ func (e *Endpoint) handshake(ctx context.Context, pipe Pipe, dialer bool) (*sess
 	var peer *Member
 	localID := pipe.LocalID()
 	remote := pipe.Remote()
-	conf := &dtls.Config{
-		Certificates:         []tls.Certificate{e.identity.TLSCertificate()},
-		CipherSuites:         []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
-		EllipticCurves:       []elliptic.Curve{elliptic.X25519, elliptic.P256},
-		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-		ClientAuth:           dtls.RequireAnyClientCert,
+	opts := []dtls.Option{
+		dtls.WithCertificates(e.identity.TLSCertificate()),
+		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+		dtls.WithEllipticCurves(elliptic.X25519, elliptic.P256),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
 		// Chains are verified by VerifyPeerCertificate against the
 		// trust bundle, with errors that name the cause.
-		InsecureSkipVerify: true,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+		dtls.WithInsecureSkipVerify(true),
+		dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
 			m, err := e.bundle.Load().VerifyMember(raw, time.Now())
 			if err != nil {
 				e.log.Warn("peer refused", zap.Stringer("addr", remote), zap.Error(err))
@@ -344,11 +342,11 @@ func (e *Endpoint) handshake(ctx context.Context, pipe Pipe, dialer bool) (*sess
 			}
 			peer = m
 			return nil
-		},
-		ConnectionIDGenerator: func() []byte { return localID[:] },
-		MTU:                   e.cfg.HandshakeMTU,
-		FlightInterval:        500 * time.Millisecond,
-		LoggerFactory:         pionLogs{e.log.Named("dtls")},
+		}),
+		dtls.WithConnectionIDGenerator(func() []byte { return localID[:] }),
+		dtls.WithMTU(e.cfg.HandshakeMTU),
+		dtls.WithFlightInterval(500 * time.Millisecond),
+		dtls.WithLoggerFactory(pionLogs{e.log.Named("dtls")}),
 	}
 	// The peer may send its first sealed record before HandshakeContext
 	// returns here: keep a few and open them once the keys exist.
@@ -360,9 +358,18 @@ func (e *Endpoint) handshake(ctx context.Context, pipe Pipe, dialer bool) (*sess
 	)
 	raddr := net.UDPAddrFromAddrPort(remote)
 	if dialer {
-		conn, err = dtls.Client(pipe.ControlConn(), raddr, conf)
+		clientOpts := make([]dtls.ClientOption, 0, len(opts))
+		for _, o := range opts {
+			clientOpts = append(clientOpts, o)
+		}
+		conn, err = dtls.ClientWithOptions(pipe.ControlConn(), raddr, clientOpts...)
 	} else {
-		conn, err = dtls.Server(pipe.ControlConn(), raddr, conf)
+		serverOpts := make([]dtls.ServerOption, 0, len(opts)+1)
+		serverOpts = append(serverOpts, dtls.WithClientAuth(dtls.RequireAnyClientCert))
+		for _, o := range opts {
+			serverOpts = append(serverOpts, o)
+		}
+		conn, err = dtls.ServerWithOptions(pipe.ControlConn(), raddr, serverOpts...)
 	}
 	if err != nil {
 		e.failures.Add(1)
