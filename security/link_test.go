@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/ringvpn/ringvpn/security/record"
 	"github.com/ringvpn/ringvpn/transport"
 	"github.com/ringvpn/ringvpn/transport/memnet"
 	"github.com/ringvpn/ringvpn/transport/udp"
@@ -596,4 +597,13 @@ func TestLink_UDP_SurvivesSocketRebind(t *testing.T) {
 	}
 	lb.Send([]byte("back"))
 	ca.wait(t, 1)
+}
+
+// The record layer repeats transport's wire constants (both are leaves);
+// this is where they are held equal.
+func TestWireConstantsMatchTransport(t *testing.T) {
+	if record.TypeByte != transport.SealedRecordType || record.ConnIDLen != transport.ConnIDLen ||
+		record.HeaderLen != transport.SealedHeaderLen {
+		t.Fatal("security/record and transport disagree on the sealed record header")
+	}
 }

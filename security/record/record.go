@@ -138,8 +138,8 @@ type Sealer struct {
 
 	_ [64]byte // keeps next off the cache line of the fields above
 
-	// next is the sequence number the next Seal takes; past MaxSeq the
-	// Sealer is exhausted.
+	// next is the sequence number the next Seal takes, at most MaxSeq+1
+	// (exhausted).
 	next atomic.Uint64
 }
 
@@ -168,13 +168,9 @@ func (s *Sealer) Seal(dst []byte, kind byte, payload []byte) ([]byte, error) {
 	if cap(dst)-Overhead < n {
 		return nil, io.ErrShortBuffer
 	}
-	// The Load keeps a spent Sealer from counting on towards overflow.
-	if s.next.Load() > MaxSeq {
-		return nil, ErrExhausted
-	}
-	seq := s.next.Add(1) - 1
-	if seq > MaxSeq {
-		return nil, ErrExhausted
+	seq, err := s.take()
+	if err != nil {
+		return nil, err
 	}
 
 	rec := dst[:HeaderLen+n+TagLen]
@@ -190,11 +186,26 @@ func (s *Sealer) Seal(dst []byte, kind byte, payload []byte) ([]byte, error) {
 	return rec, nil
 }
 
+// take returns the next sequence number, each exactly once. Unlike an
+// atomic Add it never moves next past MaxSeq+1, so a spent Sealer stays
+// spent however often it is called.
+func (s *Sealer) take() (uint64, error) {
+	for {
+		seq := s.next.Load()
+		if seq > MaxSeq {
+			return 0, ErrExhausted
+		}
+		if s.next.CompareAndSwap(seq, seq+1) {
+			return seq, nil
+		}
+	}
+}
+
 // Sent reports how many sequence numbers the Sealer has used, which is the
 // number of records sealed (at most MaxSeq+1). The caller rekeys the link
 // well before the AES-GCM limit (see the package documentation).
 func (s *Sealer) Sent() uint64 {
-	return min(s.next.Load(), MaxSeq+1)
+	return s.next.Load()
 }
 
 // An Opener authenticates, decrypts and replay-checks the records one side

@@ -300,6 +300,42 @@ func TestSealer_Seal_Exhausted(t *testing.T) {
 	}
 }
 
+// TestSealer_Seal_ExhaustedConcurrent races several goroutines across
+// MaxSeq: exactly the remaining sequence numbers are used, once each.
+func TestSealer_Seal_ExhaustedConcurrent(t *testing.T) {
+	const workers, perWorker, left = 8, 200, 1000
+	for range 20 {
+		s, _ := newPair(t, MinWindow)
+		s.next.Store(MaxSeq + 1 - left)
+		seqs := make([][]uint64, workers)
+		run(t, workers, func(w int) {
+			buf := make([]byte, Overhead)
+			for range perWorker {
+				rec, err := s.Seal(buf, 0, nil)
+				switch err {
+				case nil:
+					seqs[w] = append(seqs[w], getSeq(rec[offSeq:HeaderLen]))
+				case ErrExhausted:
+				default:
+					t.Error(err)
+				}
+			}
+		})
+		seen := make(map[uint64]bool)
+		for _, ss := range seqs {
+			for _, seq := range ss {
+				if seen[seq] || seq < MaxSeq+1-left {
+					t.Fatalf("sequence number %#x used twice or out of range", seq)
+				}
+				seen[seq] = true
+			}
+		}
+		if len(seen) != left || s.Sent() != MaxSeq+1 {
+			t.Fatalf("sealed %d records, Sent() = %#x; want %d, %#x", len(seen), s.Sent(), left, MaxSeq+1)
+		}
+	}
+}
+
 func TestSealer_Seal_ShortBuffer(t *testing.T) {
 	s, _ := newPair(t, MinWindow)
 	for _, c := range []int{0, Overhead - 1, Overhead + 9} {
@@ -346,10 +382,11 @@ func TestRecord_Concurrent(t *testing.T) {
 	}
 	var mu sync.Mutex
 	opened := make(map[uint64]int)
-	run(t, workers, func(w int) {
-		// Every worker tries every record, in its own order.
-		rng := rand.New(rand.NewPCG(uint64(w), 0))
-		for _, i := range rng.Perm(len(all)) {
+	// Every worker tries every record in the same shuffled order, so
+	// workers often open the same record at the same moment.
+	order := rand.New(rand.NewPCG(1, 0)).Perm(len(all))
+	run(t, workers, func(int) {
+		for _, i := range order {
 			kind, seq, pt, err := o.Open(make([]byte, 64), all[i])
 			switch err {
 			case nil:
