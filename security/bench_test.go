@@ -64,18 +64,9 @@ func BenchmarkLink_UDP(b *testing.B) {
 	muxCfg := transport.Default()
 	muxCfg.ControlQueue = 4096 // pion's records queue here
 	ma, mb := udpMux(b, muxCfg), udpMux(b, muxCfg)
-	dialer := func(m *transport.Mux) DialFunc {
-		return func(ctx context.Context, r netip.AddrPort) (Pipe, error) {
-			p, err := m.Dial(ctx, r)
-			if err != nil {
-				return nil, err
-			}
-			return p, nil
-		}
-	}
 	cfg := testConfig()
-	epA, _ := NewEndpoint(g.validMember(b, "a"), g.bundle, cfg, dialer(ma), zap.NewNop())
-	epB, _ := NewEndpoint(g.validMember(b, "b"), g.bundle, cfg, dialer(mb), zap.NewNop())
+	epA, _ := NewEndpoint(g.validMember(b, "a"), g.bundle, cfg, muxDialer(ma), zap.NewNop())
+	epB, _ := NewEndpoint(g.validMember(b, "b"), g.bundle, cfg, muxDialer(mb), zap.NewNop())
 	b.Cleanup(func() { epA.Close(); epB.Close() })
 	go func() {
 		p, err := mb.Accept(context.Background())

@@ -76,27 +76,18 @@ type testNode struct {
 	ep  *Endpoint
 }
 
-func newTestNode(t testing.TB, net *memnet.Network, addr string, id *Identity, bundle *TrustBundle, cfg Config, log *zap.Logger) *testNode {
+// startEndpoint runs an Endpoint on a Mux over conn, accepting pipes,
+// until the test ends.
+func startEndpoint(t testing.TB, conn transport.PacketConn, id *Identity, bundle *TrustBundle, cfg Config, log *zap.Logger) (*transport.Mux, *Endpoint) {
 	t.Helper()
-	conn, err := net.Listen(netip.MustParseAddrPort(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
 	mux, err := transport.NewMux(conn, transport.Default(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := NewEndpoint(id, bundle, cfg, func(ctx context.Context, remote netip.AddrPort) (Pipe, error) {
-		p, err := mux.Dial(ctx, remote)
-		if err != nil {
-			return nil, err
-		}
-		return p, nil
-	}, log)
+	ep, err := NewEndpoint(id, bundle, cfg, muxDialer(mux), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &testNode{mux: mux, ep: ep}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -113,7 +104,27 @@ func newTestNode(t testing.TB, net *memnet.Network, addr string, id *Identity, b
 		mux.Close()
 		<-done
 	})
-	return n
+	return mux, ep
+}
+
+func muxDialer(m *transport.Mux) DialFunc {
+	return func(ctx context.Context, r netip.AddrPort) (Pipe, error) {
+		p, err := m.Dial(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+}
+
+func newTestNode(t testing.TB, net *memnet.Network, addr string, id *Identity, bundle *TrustBundle, cfg Config, log *zap.Logger) *testNode {
+	t.Helper()
+	conn, err := net.Listen(netip.MustParseAddrPort(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux, ep := startEndpoint(t, conn, id, bundle, cfg, log)
+	return &testNode{mux: mux, ep: ep}
 }
 
 func testConfig() Config {
@@ -320,16 +331,7 @@ func TestLink_SurvivesPeerRebinding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	aMux, _ := transport.NewMux(aConn, transport.Default(), log)
-	aEP, _ := NewEndpoint(g.validMember(t, "a"), g.bundle, testConfig(), func(ctx context.Context, r netip.AddrPort) (Pipe, error) {
-		p, err := aMux.Dial(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		return p, nil
-	}, log)
-	defer aMux.Close()
-	defer aEP.Close()
+	_, aEP := startEndpoint(t, aConn, g.validMember(t, "a"), g.bundle, testConfig(), log)
 	b := newTestNode(t, net, "10.0.0.2:4820", g.validMember(t, "b"), g.bundle, testConfig(), log)
 
 	la, err := aEP.Dial(context.Background(), netip.MustParseAddrPort("10.0.0.2:4820"))
@@ -460,36 +462,7 @@ func newUDPNode(t *testing.T, id *Identity, bundle *TrustBundle, log *zap.Logger
 		t.Fatal(err)
 	}
 	conn := &recordingConn{PacketConn: raw}
-	mux, err := transport.NewMux(conn, transport.Default(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := NewEndpoint(id, bundle, testConfig(), func(ctx context.Context, r netip.AddrPort) (Pipe, error) {
-		p, err := mux.Dial(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		return p, nil
-	}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			p, err := mux.Accept(context.Background())
-			if err != nil {
-				return
-			}
-			ep.Serve(p)
-		}
-	}()
-	t.Cleanup(func() {
-		ep.Close()
-		mux.Close()
-		<-done
-	})
+	mux, ep := startEndpoint(t, conn, id, bundle, testConfig(), log)
 	return &udpNode{conn: conn, mux: mux, ep: ep}
 }
 
