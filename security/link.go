@@ -134,9 +134,10 @@ func (s *session) receive(b []byte, from netip.AddrPort) {
 // use.
 type Link struct {
 	// immutable after newLink
-	ep     *Endpoint
-	log    *zap.Logger
-	closed chan struct{}
+	ep            *Endpoint
+	log           *zap.Logger
+	closed        chan struct{}
+	establishedAt time.Time
 
 	peer    atomic.Pointer[Member]
 	current atomic.Pointer[session]
@@ -157,12 +158,10 @@ type Link struct {
 	closeErr  error
 	closeOnce sync.Once
 
-	recordsIn, recordsOut  atomic.Uint64
-	packetsIn, packetsOut  atomic.Uint64
-	bytesIn, bytesOut      atomic.Uint64
-	dropsIn, rekeys        atomic.Uint64
-	establishedAt          time.Time
-	rekeyAfterRecordsLimit uint64
+	recordsIn, recordsOut atomic.Uint64
+	packetsIn, packetsOut atomic.Uint64
+	bytesIn, bytesOut     atomic.Uint64
+	dropsIn, rekeys       atomic.Uint64
 }
 
 // LinkStats is a snapshot of a link's counters.
@@ -177,10 +176,9 @@ type LinkStats struct {
 
 func (e *Endpoint) newLink(s *session, peer *Member) *Link {
 	l := &Link{
-		ep:                     e,
-		closed:                 make(chan struct{}),
-		establishedAt:          time.Now(),
-		rekeyAfterRecordsLimit: e.cfg.RekeyAfterRecords,
+		ep:            e,
+		closed:        make(chan struct{}),
+		establishedAt: time.Now(),
 	}
 	l.log = e.log.With(zap.String("peer", peer.Name), zap.Stringer("node", peer.Address))
 	l.peer.Store(peer)
@@ -254,8 +252,8 @@ func (l *Link) sendOn(s *session, kind byte, pkt []byte) error {
 	default:
 	}
 	sent := s.sealer.Sent()
-	if sent >= l.rekeyAfterRecordsLimit {
-		if sent >= 2*l.rekeyAfterRecordsLimit {
+	if limit := l.ep.cfg.RekeyAfterRecords; sent >= limit {
+		if sent >= 2*limit {
 			return ErrKeyExhausted
 		}
 		l.keyNearLimit(s)
