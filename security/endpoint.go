@@ -110,6 +110,22 @@ func (e *Endpoint) Accept(ctx context.Context) (*Link, error) {
 	}
 }
 
+// spawn runs f on a goroutine that Close waits for, unless the endpoint
+// is already closed (then f does not run: Close closes every link itself).
+func (e *Endpoint) spawn(f func()) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.isClosed {
+		return false
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+	return true
+}
+
 // Close closes every link and waits for handshakes under way to end.
 func (e *Endpoint) Close() error {
 	e.closeOnce.Do(func() {
@@ -194,20 +210,14 @@ func (e *Endpoint) Dial(ctx context.Context, remote netip.AddrPort) (*Link, erro
 // (transport.Mux.Accept); the link is delivered by Accept, or to a Dial
 // to the same address that lost a simultaneous open.
 func (e *Endpoint) Serve(pipe Pipe) {
-	e.mu.Lock()
-	if e.isClosed {
-		e.mu.Unlock()
-		pipe.Close()
-		return
-	}
-	e.wg.Add(1)
-	e.mu.Unlock()
-	go func() {
-		defer e.wg.Done()
+	started := e.spawn(func() {
 		if err := e.serve(pipe); err != nil {
 			e.log.Warn("handshake failed", zap.Stringer("addr", pipe.Remote()), zap.Error(err))
 		}
-	}()
+	})
+	if !started {
+		pipe.Close()
+	}
 }
 
 func (e *Endpoint) serve(pipe Pipe) error {

@@ -95,12 +95,16 @@ func (s *session) confirm(kind byte, body []byte) {
 }
 
 // detach drops the DTLS engine; its goroutines end and nothing is sent.
+// The pipe's control side is cut first: pion's Close writes a
+// close_notify alert, and a peer still finishing its handshake would take
+// that alert as the end of the session.
 func (s *session) detach() {
 	s.mu.Lock()
 	c := s.dtls
 	s.dtls = nil
 	s.mu.Unlock()
 	if c != nil {
+		s.pipe.ControlConn().Close()
 		c.Close()
 	}
 }
@@ -312,7 +316,8 @@ func (l *Link) receive(s *session, b []byte, from netip.AddrPort) {
 			s.confirm(kind, nil)
 		}
 	case kindClose:
-		go l.closeWith(ErrPeerClosed, false)
+		// Not inline: closing the pipe waits on the Mux that is calling us.
+		l.ep.spawn(func() { l.closeWith(ErrPeerClosed, false) })
 	case kindRekeyRequest:
 		if s.dialed && s == l.current.Load() {
 			l.startRekey()
@@ -395,9 +400,7 @@ func (l *Link) startRekey() {
 	}
 	l.rekeying = true
 	l.mu.Unlock()
-	l.ep.wg.Add(1)
-	go func() {
-		defer l.ep.wg.Done()
+	started := l.ep.spawn(func() {
 		err := l.ep.rekey(l)
 		l.mu.Lock()
 		l.rekeying = false
@@ -405,7 +408,12 @@ func (l *Link) startRekey() {
 		if err != nil {
 			l.log.Warn("rekey failed", zap.Error(err))
 		}
-	}()
+	})
+	if !started {
+		l.mu.Lock()
+		l.rekeying = false
+		l.mu.Unlock()
+	}
 }
 
 // adopt makes s the current session; the old one keeps receiving records
