@@ -1,0 +1,617 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ringvpn/ringvpn/security"
+)
+
+// Errors returned by a Node.
+var (
+	ErrClosed  = errors.New("overlay: node closed")
+	ErrNoRoute = errors.New("overlay: no route: no node with that address is reachable from here")
+)
+
+// Message is a routed message delivered to a Handler.
+type Message struct {
+	Header
+	// Payload is valid only during the handler call.
+	Payload []byte
+	// From is the neighbour that handed the message over (the zero
+	// Address for a message this node sent to itself).
+	From Address
+}
+
+// Handler receives messages of one type addressed to this node. It runs
+// on a link's reader goroutine and must not block.
+type Handler func(m *Message)
+
+// Node is one member of the ring. Create it with New, then Start it.
+type Node struct {
+	// immutable after New
+	self     *security.Member
+	addr     Address
+	linker   Linker
+	cfg      Config
+	log      *zap.Logger
+	started  time.Time
+	closed   chan struct{}
+	wake     chan struct{}
+	handlers [256]atomic.Pointer[Handler]
+
+	// routes is the routing snapshot: every linked peer, rebuilt under
+	// mu when the table changes, read without locks on the packet path.
+	routes atomic.Pointer[[]*peer]
+	stats  counters
+	wg     sync.WaitGroup
+
+	// mu guards the following
+	mu       sync.Mutex
+	isClosed bool
+	peers    map[Address]*peer
+	known    map[Address]*knownNode
+	pending  map[Address]*attempt
+	waiting  map[uint64]chan connect // lookups and echoes awaiting a reply
+	coord    Coord
+	rng      *rand.Rand
+	nextID   uint64
+	tick     uint64
+	farBusy  bool
+	joinBusy bool
+	lastJoin time.Duration // when the last self-lookup started
+	lastFar  time.Duration
+	farGoal  int
+	sizeEst  float64
+}
+
+// peer is one linked neighbour.
+type peer struct {
+	// immutable after addLink
+	link   Link
+	member *security.Member
+	addr   Address
+	since  time.Time
+
+	lastHeard atomic.Int64 // node clock, ns
+	rtt       atomic.Int64 // smoothed, ns; 0 until measured
+	bytesIn   atomic.Uint64
+	bytesOut  atomic.Uint64
+	msgsIn    atomic.Uint64
+	msgsOut   atomic.Uint64
+
+	// Node.mu guards the following
+	kinds     Kind // why we keep the link
+	peerKinds Kind // why the peer keeps it (from its pings)
+	coord     Coord
+	endpoints []netip.AddrPort
+	lastPing  time.Duration
+}
+
+// knownNode is a node we have heard of but may not be linked to.
+type knownNode struct {
+	info NodeInfo
+	// via is a node linked to it (the neighbour whose list named it, or
+	// the lookup's responder): messages to it go through via, because
+	// until the ring around us is right, greedy routing may not reach it.
+	via        Address
+	seen       time.Duration // node clock
+	failedAt   time.Duration
+	failures   int
+	fromLookup bool
+}
+
+// attempt is a connection attempt under way.
+type attempt struct {
+	kinds    Kind
+	id       uint64
+	deadline time.Duration
+	dialing  bool
+}
+
+type counters struct {
+	malformed, ttlExpired, noRoute, unknownType, forwarded, delivered atomic.Uint64
+}
+
+// New creates a node that reaches its peers through linker; self is the
+// node's own verified identity. The node owns linker from now on.
+func New(self *security.Member, linker Linker, cfg Config, log *zap.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if self == nil || self.Address.IsZero() {
+		return nil, errors.New("overlay: node needs an identity with an address")
+	}
+	n := &Node{
+		self:    self,
+		addr:    self.Address,
+		linker:  linker,
+		cfg:     cfg,
+		log:     log.Named("overlay").With(zap.String("node", self.Name)),
+		started: time.Now(),
+		closed:  make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		peers:   make(map[Address]*peer),
+		known:   make(map[Address]*knownNode),
+		pending: make(map[Address]*attempt),
+		waiting: make(map[uint64]chan connect),
+		coord:   newCoord(),
+		rng:     rand.New(rand.NewPCG(addrSeed(self.Address), uint64(time.Now().UnixNano()))),
+	}
+	empty := []*peer{}
+	n.routes.Store(&empty)
+	n.Handle(TypeLookup, n.onLookup)
+	n.Handle(TypeLookupReply, n.onReply)
+	n.Handle(TypeConnect, n.onConnect)
+	n.Handle(TypeConnectReply, n.onConnectReply)
+	n.Handle(TypeEcho, n.onEcho)
+	n.Handle(TypeEchoReply, n.onReply)
+	return n, nil
+}
+
+func addrSeed(a Address) uint64 {
+	var s uint64
+	for _, b := range a[:8] {
+		s = s<<8 | uint64(b)
+	}
+	return s
+}
+
+// Done is closed when the node closes; services on the node (the DHT,
+// the VPN) stop with it.
+func (n *Node) Done() <-chan struct{} { return n.closed }
+
+// Address is the node's overlay address.
+func (n *Node) Address() Address { return n.addr }
+
+// Self is the node's identity.
+func (n *Node) Self() *security.Member { return n.self }
+
+// Handle installs the handler of message type t (replacing any). Types
+// 0x40 and above are for the layers above the ring.
+func (n *Node) Handle(t Type, h Handler) {
+	if h == nil {
+		n.handlers[t].Store(nil)
+		return
+	}
+	n.handlers[t].Store(&h)
+}
+
+// Start accepts links and starts the maintainers, which join the ring
+// through the bootstrap peers.
+func (n *Node) Start() {
+	n.spawn(n.acceptLoop)
+	n.spawn(n.maintainLoop)
+}
+
+// Close leaves the ring: links are closed (peers are told) and every
+// goroutine of the node ends.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.isClosed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.isClosed = true
+	close(n.closed)
+	peers := make([]*peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		peers = append(peers, p)
+	}
+	n.peers = map[Address]*peer{}
+	n.rebuildRoutes()
+	n.mu.Unlock()
+	for _, p := range peers {
+		p.link.Close()
+	}
+	err := n.linker.Close()
+	n.wg.Wait()
+	return err
+}
+
+// spawn runs f on a goroutine Close waits for; false once closed.
+func (n *Node) spawn(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.isClosed {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// now is the node's monotonic clock.
+func (n *Node) now() time.Duration { return time.Since(n.started) }
+
+func (n *Node) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) acceptLoop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-n.closed
+		cancel()
+	}()
+	for {
+		l, err := n.linker.Accept(ctx)
+		if err != nil {
+			return
+		}
+		n.addLink(l, 0)
+	}
+}
+
+// addLink puts a new link in the table, keeping one link per peer.
+func (n *Node) addLink(l Link, kinds Kind) {
+	m := l.Peer()
+	if m == nil || m.Address == n.addr {
+		l.Close()
+		return
+	}
+	n.mu.Lock()
+	if n.isClosed {
+		n.mu.Unlock()
+		l.Close()
+		return
+	}
+	var retired Link
+	old := n.peers[m.Address]
+	if old != nil {
+		if old.link == l {
+			old.kinds |= kinds
+			n.mu.Unlock()
+			return
+		}
+		if !n.preferNew(old.link, l) {
+			old.kinds |= kinds
+			n.mu.Unlock()
+			l.Close()
+			return
+		}
+		retired = old.link
+		kinds |= old.kinds
+	}
+	p := &peer{link: l, member: m, addr: m.Address, since: time.Now(), kinds: kinds}
+	if old != nil {
+		p.peerKinds, p.coord, p.endpoints = old.peerKinds, old.coord, old.endpoints
+		p.rtt.Store(old.rtt.Load())
+	}
+	if a := n.pending[m.Address]; a != nil {
+		p.kinds |= a.kinds
+		delete(n.pending, m.Address)
+	}
+	if k := n.known[m.Address]; k != nil {
+		p.endpoints = k.info.Endpoints
+		k.failures = 0
+	}
+	p.lastHeard.Store(int64(n.now()))
+	n.peers[m.Address] = p
+	n.rebuildRoutes()
+	n.mu.Unlock()
+	l.SetHandler(func(pkt []byte) { n.receive(p, pkt) })
+	if retired != nil {
+		retired.Close()
+	}
+	n.log.Debug("link up", zap.Stringer("peer", m.Address), zap.String("name", m.Name),
+		zap.Stringer("addr", l.Remote()), zap.Bool("dialed", l.Dialed()), zap.Stringer("kinds", kinds))
+	n.sendPing(p)
+	n.poke()
+}
+
+// preferNew decides between two links to one peer the same way on both
+// sides: the link dialed by the smaller address wins; between two dialed
+// by the same side, the newer one (the older is presumably dead).
+func (n *Node) preferNew(old, l Link) bool {
+	select {
+	case <-old.Done():
+		return true
+	default:
+	}
+	smallerDials := n.addr.Compare(l.Peer().Address) < 0 // we are smaller: we should dial
+	oldOK := old.Dialed() == smallerDials
+	newOK := l.Dialed() == smallerDials
+	if oldOK != newOK {
+		return newOK
+	}
+	return true
+}
+
+// removePeer drops p from the table if it is still there.
+func (n *Node) removePeer(p *peer, why string) {
+	n.mu.Lock()
+	cur := n.peers[p.addr]
+	if cur == p {
+		delete(n.peers, p.addr)
+		n.rebuildRoutes()
+	}
+	n.mu.Unlock()
+	p.link.Close()
+	if cur == p {
+		n.log.Debug("link down", zap.Stringer("peer", p.addr), zap.String("name", p.member.Name), zap.String("reason", why))
+		n.poke()
+	}
+}
+
+// rebuildRoutes publishes a new routing snapshot; n.mu must be held.
+func (n *Node) rebuildRoutes() {
+	s := make([]*peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		s = append(s, p)
+	}
+	n.routes.Store(&s)
+}
+
+// receive handles one packet from p.
+func (n *Node) receive(p *peer, pkt []byte) {
+	p.lastHeard.Store(int64(n.now()))
+	p.msgsIn.Add(1)
+	p.bytesIn.Add(uint64(len(pkt)))
+	h, payload, err := ParseHeader(pkt)
+	if err != nil {
+		n.stats.malformed.Add(1)
+		return
+	}
+	if h.Type.LinkLocal() {
+		n.onLinkLocal(p, &h, payload)
+		return
+	}
+	n.dispatch(pkt, &h, payload, p)
+}
+
+// dispatch delivers or forwards one routed message; msg holds the header
+// and payload and may be modified in place (TTL, hops, flags).
+func (n *Node) dispatch(msg []byte, h *Header, payload []byte, from *peer) error {
+	for {
+		target, exact, exclude := h.Dst, h.Flags&FlagClosest == 0, h.Flags&FlagExcludeSource != 0
+		if h.Flags&FlagVia != 0 && h.Flags&FlagViaReached == 0 {
+			if h.Via == n.addr {
+				h.Flags |= FlagViaReached
+				msg[2] = byte(h.Flags)
+			} else {
+				target, exact, exclude = h.Via, true, false
+			}
+		}
+		origin := from == nil && h.Src == n.addr
+		next := n.nextHop(target, h.Src, exclude, origin)
+		if next == nil {
+			if target == n.addr || (!exact && !(exclude && origin)) {
+				n.deliver(h, payload, from)
+				return nil
+			}
+			n.stats.noRoute.Add(1)
+			return ErrNoRoute
+		}
+		if from != nil {
+			if h.TTL <= 1 {
+				n.stats.ttlExpired.Add(1)
+				return nil
+			}
+			h.TTL--
+			h.Hops++
+			msg[3], msg[4] = h.TTL, h.Hops
+		}
+		if err := next.link.Send(msg); err != nil {
+			// The link is gone: route around it at once.
+			n.removePeer(next, err.Error())
+			if from != nil { // undo, and try the next best neighbour
+				h.TTL++
+				h.Hops--
+				msg[3], msg[4] = h.TTL, h.Hops
+			}
+			continue
+		}
+		next.msgsOut.Add(1)
+		next.bytesOut.Add(uint64(len(msg)))
+		if from != nil {
+			n.stats.forwarded.Add(1)
+		}
+		return nil
+	}
+}
+
+// nextHop returns the neighbour closest to target if it is closer than
+// this node (greedy routing: every hop strictly nears the target, so a
+// message cannot loop), or nil when this node is the closest. With
+// exclude, src is not a candidate, and at the origin itself this node is
+// not either.
+func (n *Node) nextHop(target, src Address, exclude, origin bool) *peer {
+	var best *peer
+	var bestD Address
+	for _, p := range *n.routes.Load() {
+		if exclude && p.addr == src {
+			continue
+		}
+		if p.addr == target {
+			return p
+		}
+		d := Distance(p.addr, target)
+		if best == nil || d.Compare(bestD) < 0 {
+			best, bestD = p, d
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	if exclude && origin {
+		return best
+	}
+	if target == n.addr || bestD.Compare(Distance(n.addr, target)) >= 0 {
+		return nil
+	}
+	return best
+}
+
+func (n *Node) deliver(h *Header, payload []byte, from *peer) {
+	hp := n.handlers[h.Type].Load()
+	if hp == nil {
+		n.stats.unknownType.Add(1)
+		return
+	}
+	n.stats.delivered.Add(1)
+	m := Message{Header: *h, Payload: payload}
+	if from != nil {
+		m.From = from.addr
+	}
+	(*hp)(&m)
+}
+
+// Send routes a message from this node. h.Src is set to this node and a
+// zero TTL becomes the configured one. A message this node is closest to
+// is delivered to its own handler.
+func (n *Node) Send(h Header, payload []byte) error {
+	if h.Type.LinkLocal() {
+		return fmt.Errorf("overlay: type %#x is link-local", h.Type)
+	}
+	select {
+	case <-n.closed:
+		return ErrClosed
+	default:
+	}
+	h.Src = n.addr
+	if h.TTL == 0 {
+		h.TTL = uint8(n.cfg.TTL)
+	}
+	msg := appendMessage(make([]byte, 0, h.Len()+len(payload)), &h, payload)
+	return n.dispatch(msg, &h, msg[h.Len():], nil)
+}
+
+// Route sends payload as a message of type t to dst (FlagClosest for the
+// node closest to dst).
+func (n *Node) Route(dst Address, flags Flags, t Type, payload []byte) error {
+	return n.Send(Header{Type: t, Flags: flags, Dst: dst}, payload)
+}
+
+// SendTo sends a message of type t straight to the linked peer dst, with
+// no routing; it fails if there is no link to dst.
+func (n *Node) SendTo(dst Address, t Type, payload []byte) error {
+	n.mu.Lock()
+	p := n.peers[dst]
+	n.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("overlay: no link to %s", dst)
+	}
+	h := Header{Type: t, Src: n.addr, Dst: dst, TTL: 1}
+	return n.sendOn(p, &h, payload)
+}
+
+func (n *Node) sendOn(p *peer, h *Header, payload []byte) error {
+	msg := appendMessage(make([]byte, 0, h.Len()+len(payload)), h, payload)
+	if err := p.link.Send(msg); err != nil {
+		n.removePeer(p, err.Error())
+		return err
+	}
+	p.msgsOut.Add(1)
+	p.bytesOut.Add(uint64(len(msg)))
+	return nil
+}
+
+// info describes this node to others.
+func (n *Node) info() NodeInfo {
+	n.mu.Lock()
+	c := n.coord
+	n.mu.Unlock()
+	return NodeInfo{Address: n.addr, Endpoints: n.Endpoints(), Coord: c}
+}
+
+// Endpoints are the addresses this node offers to peers.
+func (n *Node) Endpoints() []netip.AddrPort {
+	if len(n.cfg.Advertise) > 0 {
+		return n.cfg.Advertise
+	}
+	local := n.linker.LocalAddr()
+	if !local.Addr().IsUnspecified() {
+		return []netip.AddrPort{local}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var eps, loopback []netip.AddrPort
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr()
+		if ip.IsLinkLocalUnicast() || (local.Addr().Is4() && !ip.Is4()) {
+			continue
+		}
+		ep := netip.AddrPortFrom(ip, local.Port())
+		if ip.IsLoopback() {
+			loopback = append(loopback, ep)
+		} else {
+			eps = append(eps, ep)
+		}
+	}
+	return append(eps, loopback...)[:min(len(eps)+len(loopback), maxEndpoints)]
+}
+
+// InRing reports whether the node has near neighbours on both sides.
+func (n *Node) InRing() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.inRingLocked()
+}
+
+func (n *Node) inRingLocked() bool {
+	var succ, pred bool
+	for _, p := range n.peers {
+		if p.kinds&KindNear == 0 {
+			continue
+		}
+		if Clockwise(n.addr, p.addr).Compare(Clockwise(p.addr, n.addr)) <= 0 {
+			succ = true
+		} else {
+			pred = true
+		}
+	}
+	return succ && pred
+}
+
+// newID returns a request ID; n.mu must be held.
+func (n *Node) newIDLocked() uint64 {
+	n.nextID++
+	return n.nextID<<16 | uint64(n.rng.Uint32()&0xffff)
+}
+
+// ClosestPeers returns up to k linked peers, closest to key first. With
+// this node's near links, the nodes around its own address are known
+// exactly; the DHT places replicas with it.
+func (n *Node) ClosestPeers(key Address, k int) []Address {
+	n.mu.Lock()
+	cands := make([]Address, 0, len(n.peers))
+	for a := range n.peers {
+		cands = append(cands, a)
+	}
+	n.mu.Unlock()
+	return nearestBy(cands, k, func(a Address) Address { return Distance(a, key) })
+}
+
+// Peers returns the addresses of every linked peer.
+func (n *Node) Peers() []Address {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]Address, 0, len(n.peers))
+	for a := range n.peers {
+		out = append(out, a)
+	}
+	return out
+}

@@ -1,0 +1,88 @@
+package overlay
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Status is a snapshot of a node, for `ringvpn status` and tests.
+type Status struct {
+	Address Address `json:"address"`
+	Name    string  `json:"name"`
+	InRing  bool    `json:"in_ring"`
+	// EstimatedSize is N as estimated from the near neighbours' spacing.
+	EstimatedSize int   `json:"estimated_size"`
+	FarGoal       int   `json:"far_goal"`
+	Coord         Coord `json:"coord"`
+	// Successors and Predecessors are the linked near neighbours on each
+	// side, nearest first.
+	Successors   []Address    `json:"successors"`
+	Predecessors []Address    `json:"predecessors"`
+	Peers        []PeerStatus `json:"peers"`
+	Counters     Counters     `json:"counters"`
+}
+
+// PeerStatus describes one link.
+type PeerStatus struct {
+	Address   Address        `json:"address"`
+	Name      string         `json:"name"`
+	Kinds     Kind           `json:"kinds"`
+	PeerKinds Kind           `json:"peer_kinds"`
+	Endpoint  netip.AddrPort `json:"endpoint"`
+	Dialed    bool           `json:"dialed"`
+	RTT       time.Duration  `json:"rtt_ns"`
+	BytesIn   uint64         `json:"bytes_in"`
+	BytesOut  uint64         `json:"bytes_out"`
+	MsgsIn    uint64         `json:"msgs_in"`
+	MsgsOut   uint64         `json:"msgs_out"`
+	Since     time.Time      `json:"since"`
+}
+
+// Counters count messages by fate.
+type Counters struct {
+	Delivered   uint64 `json:"delivered"`
+	Forwarded   uint64 `json:"forwarded"`
+	Malformed   uint64 `json:"malformed"`
+	TTLExpired  uint64 `json:"ttl_expired"`
+	NoRoute     uint64 `json:"no_route"`
+	UnknownType uint64 `json:"unknown_type"`
+}
+
+// Status returns a snapshot of the node.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := Status{
+		Address:       n.addr,
+		Name:          n.self.Name,
+		InRing:        n.inRingLocked(),
+		EstimatedSize: int(n.sizeEst + 0.5),
+		FarGoal:       n.farGoal,
+		Coord:         n.coord,
+		Counters: Counters{
+			Delivered:   n.stats.delivered.Load(),
+			Forwarded:   n.stats.forwarded.Load(),
+			Malformed:   n.stats.malformed.Load(),
+			TTLExpired:  n.stats.ttlExpired.Load(),
+			NoRoute:     n.stats.noRoute.Load(),
+			UnknownType: n.stats.unknownType.Load(),
+		},
+	}
+	var near []Address
+	for _, p := range n.peers {
+		st.Peers = append(st.Peers, PeerStatus{
+			Address: p.addr, Name: p.member.Name, Kinds: p.kinds, PeerKinds: p.peerKinds,
+			Endpoint: p.link.Remote(), Dialed: p.link.Dialed(), RTT: time.Duration(p.rtt.Load()),
+			BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(),
+			MsgsIn: p.msgsIn.Load(), MsgsOut: p.msgsOut.Load(), Since: p.since,
+		})
+		if p.kinds&KindNear != 0 {
+			near = append(near, p.addr)
+		}
+	}
+	slices.SortFunc(st.Peers, func(a, b PeerStatus) int { return a.Address.Compare(b.Address) })
+	st.Successors = nearestBy(near, n.cfg.Near, func(a Address) Address { return Clockwise(n.addr, a) })
+	st.Predecessors = nearestBy(near, n.cfg.Near, func(a Address) Address { return Clockwise(a, n.addr) })
+	return st
+}
