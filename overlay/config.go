@@ -48,6 +48,8 @@ type Config struct {
 // Default returns the defaults.
 func Default() Config {
 	return Config{
+		Bootstrap:        []netip.AddrPort{},
+		Advertise:        []netip.AddrPort{},
 		Near:             3,
 		Far:              0,
 		Proximity:        true,

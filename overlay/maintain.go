@@ -409,6 +409,8 @@ func (n *Node) dropFar(surplus int) {
 	}
 }
 
+const reasonTrimmed = "neither side keeps the link"
+
 // trim closes links that neither side keeps any more. A new link gets a
 // grace period, so the peer's first ping can say why it wants it.
 func (n *Node) trim() {
@@ -432,6 +434,6 @@ func (n *Node) trim() {
 		n.dropFar(ours - n.cfg.MaxLinks)
 	}
 	for _, p := range idle {
-		n.removePeer(p, "neither side keeps the link")
+		n.removePeer(p, reasonTrimmed)
 	}
 }

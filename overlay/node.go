@@ -334,13 +334,24 @@ func (n *Node) preferNew(old, l Link) bool {
 	return true
 }
 
-// removePeer drops p from the table if it is still there.
+// removePeer drops p from the table if it is still there. A peer that
+// was lost (not trimmed) is not dialed again for a while, even if other
+// nodes still name it before they notice it is gone.
 func (n *Node) removePeer(p *peer, why string) {
 	n.mu.Lock()
 	cur := n.peers[p.addr]
 	if cur == p {
 		delete(n.peers, p.addr)
 		n.rebuildRoutes()
+		if why != reasonTrimmed {
+			k := n.known[p.addr]
+			if k == nil {
+				k = &knownNode{info: NodeInfo{Address: p.addr}, seen: n.now()}
+				n.known[p.addr] = k
+			}
+			k.failures++
+			k.failedAt = n.now()
+		}
 	}
 	n.mu.Unlock()
 	p.link.Close()

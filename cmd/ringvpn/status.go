@@ -40,17 +40,39 @@ func newStatusCommand(a *app) *cobra.Command {
 
 func printStatus(a *app, s node.Status) {
 	fmt.Fprintf(a.stdout, "node %s  %s  listening on %s  up %s\n", s.Name, s.Address, s.Listen, s.Uptime)
-	fmt.Fprintf(a.stdout, "handshakes: %d completed, %d failed; datagrams in %d, dropped %d\n",
-		s.Handshakes.Completed, s.Handshakes.Failed, s.Transport.Datagrams, s.Transport.Dropped())
+	ring := "joining"
+	if s.InRing {
+		ring = "in the ring"
+	}
+	fmt.Fprintf(a.stdout, "ring: %s, about %d nodes; successor %s, predecessor %s\n",
+		ring, s.EstimatedSize, first(s.Successors), first(s.Predecessors))
+	fmt.Fprintf(a.stdout, "handshakes: %d completed, %d failed; datagrams in %d, dropped %d; messages forwarded %d, undeliverable %d\n",
+		s.Handshakes.Completed, s.Handshakes.Failed, s.Transport.Datagrams, s.Transport.Dropped(),
+		s.Routing.Forwarded, s.Routing.NoRoute+s.Routing.TTLExpired+s.Routing.Malformed)
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tADDRESS\tENDPOINT\tROLE\tRTT\tPKTS IN/OUT\tBYTES IN/OUT\tDROPS\tREKEYS")
+	fmt.Fprintln(tw, "PEER\tADDRESS\tKIND\tPEER KIND\tENDPOINT\tROLE\tRTT\tMSGS IN/OUT\tBYTES IN/OUT")
 	for _, l := range s.Links {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2fms\t%d/%d\t%d/%d\t%d\t%d\n",
-			l.Peer, l.Address[:12]+"…", l.Remote, l.Role, l.RTTMillis,
-			l.PacketsIn, l.PacketsOut, l.BytesIn, l.BytesOut, l.DropsIn, l.Rekeys)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2fms\t%d/%d\t%d/%d\n",
+			l.Peer, short(l.Address), l.Kind, l.PeerKind, l.Remote, l.Role, l.RTTMillis,
+			l.MsgsIn, l.MsgsOut, l.BytesIn, l.BytesOut)
 	}
 	tw.Flush()
 	if len(s.Links) == 0 {
 		fmt.Fprintln(a.stdout, "(no links)")
 	}
+}
+
+// short abbreviates an overlay address for tables.
+func short(addr string) string {
+	if len(addr) > 12 {
+		return addr[:12] + "…"
+	}
+	return addr
+}
+
+func first(addrs []string) string {
+	if len(addrs) == 0 {
+		return "none"
+	}
+	return short(addrs[0])
 }

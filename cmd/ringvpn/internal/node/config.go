@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
+	"github.com/ringvpn/ringvpn/overlay"
+	"github.com/ringvpn/ringvpn/overlay/dht"
 	"github.com/ringvpn/ringvpn/security"
 	"github.com/ringvpn/ringvpn/transport"
 	"github.com/ringvpn/ringvpn/transport/udp"
@@ -16,9 +17,9 @@ import (
 type Config struct {
 	Identity  IdentityConfig  `mapstructure:"identity"`
 	Listen    netip.AddrPort  `mapstructure:"listen"`
-	Peers     []string        `mapstructure:"peers"`
 	Control   ControlConfig   `mapstructure:"control"`
-	Probe     ProbeConfig     `mapstructure:"probe"`
+	Overlay   overlay.Config  `mapstructure:"overlay"`
+	DHT       dht.Config      `mapstructure:"dht"`
 	Transport TransportConfig `mapstructure:"transport"`
 	Security  security.Config `mapstructure:"security"`
 	Log       LogConfig       `mapstructure:"log"`
@@ -34,11 +35,6 @@ type IdentityConfig struct {
 // ControlConfig is the local status endpoint.
 type ControlConfig struct {
 	Socket string `mapstructure:"socket"`
-}
-
-// ProbeConfig sets how often each link is probed for its round-trip time.
-type ProbeConfig struct {
-	Interval time.Duration `mapstructure:"interval"`
 }
 
 // TransportConfig groups the Mux and the UDP socket settings.
@@ -61,9 +57,9 @@ func Default() Config {
 	return Config{
 		Identity: IdentityConfig{Cert: "member.crt", Key: "member.key", CA: "ca.crt"},
 		Listen:   netip.AddrPortFrom(netip.IPv6Unspecified(), DefaultPort),
-		Peers:    []string{},
 		Control:  ControlConfig{Socket: "/run/ringvpn/ringvpn.sock"},
-		Probe:    ProbeConfig{Interval: 2 * time.Second},
+		Overlay:  overlay.Default(),
+		DHT:      dht.Default(),
 		Transport: TransportConfig{
 			Config: transport.Default(),
 			UDP:    udp.Default(),
@@ -82,13 +78,11 @@ func (c Config) Validate() error {
 	if !c.Listen.IsValid() {
 		errs = append(errs, fmt.Errorf("listen: %q is not an address:port (e.g. \"[::]:%d\")", c.Listen, DefaultPort))
 	}
-	for i, p := range c.Peers {
-		if _, err := netip.ParseAddrPort(p); err != nil {
-			errs = append(errs, fmt.Errorf("peers[%d]: %q is not an ip:port (e.g. \"192.0.2.7:%d\")", i, p, DefaultPort))
-		}
+	if err := c.Overlay.Validate(); err != nil {
+		errs = append(errs, err)
 	}
-	if c.Probe.Interval < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("probe.interval: %s is below 100ms", c.Probe.Interval))
+	if err := c.DHT.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Transport.Config.Validate(); err != nil {
 		errs = append(errs, err)
@@ -100,15 +94,4 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// PeerAddrs returns the parsed peers (Validate has checked them).
-func (c Config) PeerAddrs() []netip.AddrPort {
-	out := make([]netip.AddrPort, 0, len(c.Peers))
-	for _, p := range c.Peers {
-		if a, err := netip.ParseAddrPort(p); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out
 }

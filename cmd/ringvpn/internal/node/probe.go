@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ringvpn/ringvpn/overlay"
 )
 
 // ProbeReport is what `ringvpn probe` found.
@@ -37,13 +38,17 @@ func (r ProbeReport) HandshakesPerSecond() float64 {
 }
 
 // Probe opens sessions to the node at target from a fresh socket, all at
-// once, sends pings over each and reports what worked. It diagnoses
-// reachability and authentication of one peer; target must run `ringvpn up`.
+// once, sends overlay pings over each and reports what worked. It
+// diagnoses reachability and authentication of one peer; target must run
+// `ringvpn up`. The target keeps one link per member, so of parallel
+// sessions it closes all but one soon after their handshakes: handshakes
+// count them all, pongs come back on the sessions still open.
 func Probe(ctx context.Context, cfg Config, target netip.AddrPort, sessions, pings int, log *zap.Logger) (ProbeReport, error) {
-	cfg.Peers = nil
+	cfg.Overlay.Bootstrap = nil
 	cfg.Control.Socket = ""
 	cfg.Listen = netip.AddrPortFrom(cfg.Listen.Addr(), 0) // never the node's own port
-	n, err := Start(ctx, cfg, log)
+	// The probe's node never joins the ring: it only dials the target.
+	n, err := open(cfg, log)
 	if err != nil {
 		return ProbeReport{}, err
 	}
@@ -62,7 +67,7 @@ func Probe(ctx context.Context, cfg Config, target netip.AddrPort, sessions, pin
 		go func() {
 			defer wg.Done()
 			t0 := time.Now()
-			l, err := n.endpoint.Dial(ctx, target)
+			l, err := n.Endpoint().Dial(ctx, target)
 			if err != nil {
 				mu.Lock()
 				report.Errors = append(report.Errors, err.Error())
@@ -73,9 +78,9 @@ func Probe(ctx context.Context, cfg Config, target netip.AddrPort, sessions, pin
 			took := time.Since(t0)
 			pongs := make(chan time.Duration, pings)
 			l.SetHandler(func(pkt []byte) {
-				if len(pkt) == probeLen && pkt[0] == probePong {
+				if sent, ok := overlay.PongSent(pkt); ok {
 					select {
-					case pongs <- time.Duration(time.Now().UnixNano() - int64(binary.BigEndian.Uint64(pkt[9:]))):
+					case pongs <- time.Duration(time.Now().UnixNano() - int64(sent)):
 					default:
 					}
 				}
@@ -85,12 +90,8 @@ func Probe(ctx context.Context, cfg Config, target netip.AddrPort, sessions, pin
 			report.Peer, report.PeerAddress = l.Peer().Name, l.Peer().Address.String()
 			mu.Unlock()
 			var got []time.Duration
-			for i := range pings {
-				var ping [probeLen]byte
-				ping[0] = probePing
-				binary.BigEndian.PutUint64(ping[1:], uint64(i))
-				binary.BigEndian.PutUint64(ping[9:], uint64(time.Now().UnixNano()))
-				l.Send(ping[:])
+			for range pings {
+				l.Send(overlay.PingMessage(n.identity.Member.Address, l.Peer().Address, uint64(time.Now().UnixNano())))
 				select {
 				case rtt := <-pongs:
 					got = append(got, rtt)

@@ -14,34 +14,47 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ringvpn/ringvpn/overlay"
+	"github.com/ringvpn/ringvpn/overlay/dht"
 	"github.com/ringvpn/ringvpn/transport"
 )
 
 // Status is what `ringvpn status` shows.
 type Status struct {
-	Name       string          `json:"name"`
-	Address    string          `json:"address"`
-	Listen     string          `json:"listen"`
-	Uptime     string          `json:"uptime"`
-	Links      []LinkStatus    `json:"links"`
-	Transport  transport.Stats `json:"transport"`
-	Handshakes HandshakeStatus `json:"handshakes"`
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Listen  string `json:"listen"`
+	Uptime  string `json:"uptime"`
+	// InRing: the node has near neighbours on both sides.
+	InRing        bool `json:"in_ring"`
+	EstimatedSize int  `json:"estimated_size"`
+	// Successors and Predecessors are the near neighbours on each side,
+	// nearest first.
+	Successors   []string         `json:"successors"`
+	Predecessors []string         `json:"predecessors"`
+	Links        []LinkStatus     `json:"links"`
+	Routing      overlay.Counters `json:"routing"`
+	DHT          dht.Stats        `json:"dht"`
+	Transport    transport.Stats  `json:"transport"`
+	Handshakes   HandshakeStatus  `json:"handshakes"`
 }
 
 // LinkStatus is one link's row.
 type LinkStatus struct {
-	Peer       string  `json:"peer"`
-	Address    string  `json:"address"`
-	Remote     string  `json:"remote"`
-	Role       string  `json:"role"`
-	RTTMillis  float64 `json:"rtt_ms"`
-	Since      string  `json:"since"`
-	PacketsIn  uint64  `json:"packets_in"`
-	PacketsOut uint64  `json:"packets_out"`
-	BytesIn    uint64  `json:"bytes_in"`
-	BytesOut   uint64  `json:"bytes_out"`
-	DropsIn    uint64  `json:"drops_in"`
-	Rekeys     uint64  `json:"rekeys"`
+	Peer    string `json:"peer"`
+	Address string `json:"address"`
+	// Kind says why this node keeps the link (leaf, near, far), PeerKind
+	// why the peer does; a link lives while either has a reason.
+	Kind      string  `json:"kind"`
+	PeerKind  string  `json:"peer_kind"`
+	Remote    string  `json:"remote"`
+	Role      string  `json:"role"`
+	RTTMillis float64 `json:"rtt_ms"`
+	Since     string  `json:"since"`
+	MsgsIn    uint64  `json:"msgs_in"`
+	MsgsOut   uint64  `json:"msgs_out"`
+	BytesIn   uint64  `json:"bytes_in"`
+	BytesOut  uint64  `json:"bytes_out"`
 }
 
 // HandshakeStatus counts DTLS handshakes.
@@ -52,36 +65,45 @@ type HandshakeStatus struct {
 
 // Status reports the node's state now.
 func (n *Node) Status() Status {
-	completed, failed := n.endpoint.HandshakeStats()
+	completed, failed := n.linker.Endpoint().HandshakeStats()
+	rs := n.ring.Status()
 	s := Status{
-		Name:       n.identity.Member.Name,
-		Address:    n.identity.Member.Address.String(),
-		Listen:     n.mux.LocalAddr().String(),
-		Uptime:     time.Since(n.started).Round(time.Second).String(),
-		Transport:  n.mux.Stats(),
-		Handshakes: HandshakeStatus{Completed: completed, Failed: failed},
-		Links:      []LinkStatus{},
+		Name:          n.identity.Member.Name,
+		Address:       n.identity.Member.Address.String(),
+		Listen:        n.linker.LocalAddr().String(),
+		Uptime:        time.Since(n.started).Round(time.Second).String(),
+		InRing:        rs.InRing,
+		EstimatedSize: rs.EstimatedSize,
+		Successors:    addressStrings(rs.Successors),
+		Predecessors:  addressStrings(rs.Predecessors),
+		Routing:       rs.Counters,
+		DHT:           n.dht.Stats(),
+		Transport:     n.linker.Mux().Stats(),
+		Handshakes:    HandshakeStatus{Completed: completed, Failed: failed},
+		Links:         []LinkStatus{},
 	}
-	n.mu.Lock()
-	for l, st := range n.links {
-		st.mu.Lock()
-		rtt := st.rtt
-		st.mu.Unlock()
-		ls := l.Stats()
+	for _, p := range rs.Peers {
 		role := "acceptor"
-		if l.Dialed() {
+		if p.Dialed {
 			role = "dialer"
 		}
 		s.Links = append(s.Links, LinkStatus{
-			Peer: l.Peer().Name, Address: l.Peer().Address.String(), Remote: l.Remote().String(),
-			Role: role, RTTMillis: float64(rtt.Microseconds()) / 1000, Since: l.Since().UTC().Format(time.RFC3339),
-			PacketsIn: ls.PacketsIn, PacketsOut: ls.PacketsOut, BytesIn: ls.BytesIn, BytesOut: ls.BytesOut,
-			DropsIn: ls.DropsIn, Rekeys: ls.Rekeys,
+			Peer: p.Name, Address: p.Address.String(), Kind: p.Kinds.String(), PeerKind: p.PeerKinds.String(),
+			Remote: p.Endpoint.String(), Role: role, RTTMillis: float64(p.RTT.Microseconds()) / 1000,
+			Since: p.Since.UTC().Format(time.RFC3339), MsgsIn: p.MsgsIn, MsgsOut: p.MsgsOut,
+			BytesIn: p.BytesIn, BytesOut: p.BytesOut,
 		})
 	}
-	n.mu.Unlock()
-	sort.Slice(s.Links, func(i, j int) bool { return s.Links[i].Peer < s.Links[j].Peer })
+	sort.Slice(s.Links, func(i, j int) bool { return s.Links[i].Address < s.Links[j].Address })
 	return s
+}
+
+func addressStrings(as []overlay.Address) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
 }
 
 // ServeControl serves the status endpoint on the configured Unix socket
