@@ -53,7 +53,7 @@ func Default() Config {
 		Near:             3,
 		Far:              0,
 		Proximity:        true,
-		FarCandidates:    6,
+		FarCandidates:    16,
 		MaxLinks:         20,
 		MaintainInterval: time.Second,
 		PingInterval:     2 * time.Second,

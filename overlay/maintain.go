@@ -300,6 +300,17 @@ func (n *Node) maintainFar() {
 	n.mu.Lock()
 	size := n.estimateSizeLocked()
 	n.sizeEst = size
+	n.sizeBits.Store(math.Float64bits(size))
+	var rtts []int64
+	for _, p := range n.peers {
+		if r := p.rtt.Load(); r > 0 {
+			rtts = append(rtts, r)
+		}
+	}
+	if len(rtts) > 0 {
+		slices.Sort(rtts)
+		n.typicalRTT.Store(rtts[len(rtts)/2])
+	}
 	goal := n.cfg.Far
 	if goal == 0 {
 		goal = max(1, int(math.Round(math.Log2(size)/2)))
@@ -325,11 +336,30 @@ func (n *Node) maintainFar() {
 	n.mu.Unlock()
 	if have > goal {
 		n.dropFar(have - goal)
+	} else if have == goal && n.cfg.Proximity && n.tick%20 == 19 {
+		n.refreshSlowFar()
 	}
 	if !start {
 		return
 	}
-	target := Add(n.addr, OffsetOf(fraction))
+	// With Proximity, the long link may end anywhere in a window around
+	// the drawn distance (a factor of two, log-uniform, so the harmonic
+	// distribution is kept): several lookups spread over the window bring
+	// many candidates, and the one predicted nearest to us is taken.
+	lookups := 1
+	if n.cfg.Proximity {
+		lookups = max(1, (n.cfg.FarCandidates+5)/6)
+	}
+	targets := make([]Address, lookups)
+	n.mu.Lock()
+	for i := range targets {
+		f := fraction
+		if i > 0 {
+			f = math.Min(0.999, fraction*math.Exp2(n.rng.Float64()-0.5))
+		}
+		targets[i] = Add(n.addr, OffsetOf(f))
+	}
+	n.mu.Unlock()
 	n.spawn(func() {
 		defer func() {
 			n.mu.Lock()
@@ -338,17 +368,32 @@ func (n *Node) maintainFar() {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ConnectTimeout)
 		defer cancel()
-		r, _, err := n.request(ctx, TypeLookup, target, FlagClosest, connect{Sender: n.info()})
-		if err != nil {
-			return
+		replies := make(chan connect, len(targets))
+		for _, target := range targets {
+			go func() {
+				r, _, err := n.request(ctx, TypeLookup, target, FlagClosest, connect{Sender: n.info()})
+				if err != nil {
+					r = connect{}
+				}
+				replies <- r
+			}()
 		}
-		n.mu.Lock()
-		n.learnLocked(r.Sender, r.Via, true)
-		for _, ni := range r.Near {
-			n.learnLocked(ni, r.Sender.Address, true)
+		var cands []NodeInfo
+		for range targets {
+			r := <-replies
+			if r.Sender.Address.IsZero() {
+				continue
+			}
+			n.mu.Lock()
+			n.learnLocked(r.Sender, r.Via, true)
+			for _, ni := range r.Near {
+				n.learnLocked(ni, r.Sender.Address, true)
+			}
+			n.mu.Unlock()
+			cands = append(cands, r.Sender)
+			cands = append(cands, r.Near...)
 		}
-		n.mu.Unlock()
-		chosen := n.chooseFar(target, r)
+		chosen := n.chooseFar(targets[0], cands)
 		if chosen.IsZero() {
 			return
 		}
@@ -357,13 +402,14 @@ func (n *Node) maintainFar() {
 	})
 }
 
-// chooseFar picks the long link's end among the node closest to target
-// and its neighbours.
-func (n *Node) chooseFar(target Address, r connect) Address {
-	cands := append([]NodeInfo{r.Sender}, r.Near...)
+// chooseFar picks the long link's end among the candidates found around
+// its target: the closest to target, or with Proximity the one predicted
+// nearest to us among the FarCandidates closest to target.
+func (n *Node) chooseFar(target Address, cands []NodeInfo) Address {
 	slices.SortFunc(cands, func(a, b NodeInfo) int {
 		return Distance(a.Address, target).Compare(Distance(b.Address, target))
 	})
+	cands = slices.CompactFunc(cands, func(a, b NodeInfo) bool { return a.Address == b.Address })
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	usable := cands[:0]
@@ -390,6 +436,24 @@ func (n *Node) chooseFar(target Address, r connect) Address {
 		}
 	}
 	return best.Address
+}
+
+// refreshSlowFar gives up the slowest long link when it is much slower
+// than a typical link, so a better one is drawn: links chosen before the
+// network coordinates settled get a second chance.
+func (n *Node) refreshSlowFar() {
+	typical := n.typicalRTT.Load()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var slow *peer
+	for _, p := range n.peers {
+		if p.kinds&KindFar != 0 && (slow == nil || p.rtt.Load() > slow.rtt.Load()) {
+			slow = p
+		}
+	}
+	if slow != nil && typical > 0 && slow.rtt.Load() > 3*typical/2 {
+		slow.kinds &^= KindFar
+	}
 }
 
 // dropFar removes the far kind from the surplus long links, the slowest

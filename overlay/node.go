@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -52,7 +53,11 @@ type Node struct {
 	// routes is the routing snapshot: every linked peer, rebuilt under
 	// mu when the table changes, read without locks on the packet path.
 	routes atomic.Pointer[[]*peer]
-	stats  counters
+	// typicalRTT (ns, median over links) and sizeBits (estimated N as
+	// float64 bits) feed proximity route selection; set by the maintainers.
+	typicalRTT atomic.Int64
+	sizeBits   atomic.Uint64
+	stats      counters
 	wg     sync.WaitGroup
 
 	// mu guards the following
@@ -438,15 +443,18 @@ func (n *Node) dispatch(msg []byte, h *Header, payload []byte, from *peer) error
 	}
 }
 
-// nextHop returns the neighbour closest to target if it is closer than
-// this node (greedy routing: every hop strictly nears the target, so a
-// message cannot loop), or nil when this node is the closest. With
-// exclude, src is not a candidate, and at the origin itself this node is
-// not either.
+// nextHop returns the neighbour to forward to, or nil when this node is
+// the closest to target. Only neighbours strictly closer to target than
+// this node are candidates (so a message cannot loop: every hop nears the
+// target); among them greedy routing takes the closest, and with
+// Proximity the one with the lowest predicted cost: its RTT plus a typical
+// hop's RTT per hop still to go from it. With exclude, src is not a
+// candidate, and at the origin itself this node is not either.
 func (n *Node) nextHop(target, src Address, exclude, origin bool) *peer {
 	var best *peer
 	var bestD Address
-	for _, p := range *n.routes.Load() {
+	peers := *n.routes.Load()
+	for _, p := range peers {
 		if exclude && p.addr == src {
 			continue
 		}
@@ -462,13 +470,58 @@ func (n *Node) nextHop(target, src Address, exclude, origin bool) *peer {
 		return nil
 	}
 	if exclude && origin {
+		// Finding our own place: the node closest to us (other than us)
+		// is one of our near neighbours, so greedy reaches it at once.
 		return best
 	}
-	if target == n.addr || bestD.Compare(Distance(n.addr, target)) >= 0 {
+	if target == n.addr {
 		return nil
+	}
+	selfD := Distance(n.addr, target)
+	if bestD.Compare(selfD) >= 0 {
+		return nil
+	}
+	if !n.cfg.Proximity {
+		return best
+	}
+	return n.cheapestHop(peers, target, src, exclude, selfD, best)
+}
+
+// cheapestHop picks, among the neighbours closer to target than selfD, the
+// one with the lowest predicted latency to target (proximity route
+// selection). Remaining hops from a node at ring distance d are estimated
+// as hopsPerDoubling * log2(1 + d*N): what a Symphony ring with this
+// node's links achieves, measured as hopsPerDoubling.
+func (n *Node) cheapestHop(peers []*peer, target, src Address, exclude bool, selfD Address, greedy *peer) *peer {
+	hop := float64(n.typicalRTT.Load())
+	size := math.Float64frombits(n.sizeBits.Load())
+	if hop <= 0 || size <= 1 {
+		return greedy
+	}
+	best, bestCost := greedy, math.Inf(1)
+	for _, p := range peers {
+		if exclude && p.addr == src {
+			continue
+		}
+		d := Distance(p.addr, target)
+		if d.Compare(selfD) >= 0 {
+			continue
+		}
+		rtt := float64(p.rtt.Load())
+		if rtt <= 0 {
+			rtt = hop // not measured yet: assume typical
+		}
+		cost := rtt + hop*hopsPerDoubling*math.Log2(1+Fraction(d)*size)
+		if cost < bestCost {
+			best, bestCost = p, cost
+		}
 	}
 	return best
 }
+
+// hopsPerDoubling converts log2 of the ring distance still to cover (in
+// nodes) into hops still to go.
+const hopsPerDoubling = 0.5
 
 func (n *Node) deliver(h *Header, payload []byte, from *peer) {
 	hp := n.handlers[h.Type].Load()

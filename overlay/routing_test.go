@@ -1,6 +1,8 @@
 package overlay
 
 import (
+	"fmt"
+	"math"
 	"math/big"
 	"math/rand/v2"
 	"slices"
@@ -30,12 +32,21 @@ func bigDistance(a, b Address) *big.Int {
 	return cw
 }
 
-// routingNode builds a node whose routing table holds exactly peers.
-func routingNode(self Address, peers []Address) *Node {
+// routingNode builds a node whose routing table holds exactly peers. With
+// r, proximity route selection is on and links get random RTTs.
+func routingNode(self Address, peers []Address, r *rand.Rand) *Node {
 	n := &Node{addr: self}
 	s := make([]*peer, len(peers))
 	for i, a := range peers {
 		s[i] = &peer{addr: a}
+		if r != nil {
+			s[i].rtt.Store(int64(1 + r.IntN(200_000_000)))
+		}
+	}
+	if r != nil {
+		n.cfg.Proximity = true
+		n.typicalRTT.Store(50_000_000)
+		n.sizeBits.Store(math.Float64bits(float64(1 + r.IntN(1000))))
 	}
 	n.routes.Store(&s)
 	return n
@@ -48,6 +59,12 @@ func routingNode(self Address, peers []Address) *Node {
 // (closest mode) without revisiting a node, and exact mode must deliver
 // to existing addresses only.
 func TestRouting_MatchesBruteForce(t *testing.T) {
+	for _, proximity := range []bool{false, true} {
+		t.Run(fmt.Sprintf("proximity=%v", proximity), func(t *testing.T) { testRoutingMatchesBruteForce(t, proximity) })
+	}
+}
+
+func testRoutingMatchesBruteForce(t *testing.T, proximity bool) {
 	r := rand.New(rand.NewPCG(7, 11))
 	for trial := range 20 {
 		size := 2 + r.IntN(200)
@@ -86,7 +103,11 @@ func TestRouting_MatchesBruteForce(t *testing.T) {
 			for p := range links[a] {
 				ps = append(ps, p)
 			}
-			nodes[a] = routingNode(a, ps)
+			var rr *rand.Rand
+			if proximity {
+				rr = r
+			}
+			nodes[a] = routingNode(a, ps, rr)
 		}
 		for range 200 {
 			src := addrs[r.IntN(size)]
