@@ -58,7 +58,7 @@ type Node struct {
 	typicalRTT atomic.Int64
 	sizeBits   atomic.Uint64
 	stats      counters
-	wg     sync.WaitGroup
+	wg         sync.WaitGroup
 
 	// mu guards the following
 	mu       sync.Mutex
@@ -124,8 +124,23 @@ type attempt struct {
 }
 
 type counters struct {
-	malformed, ttlExpired, noRoute, unknownType, forwarded, delivered atomic.Uint64
+	malformed, ttlExpired, noRoute, unknownType, forwarded, delivered, sendFailed atomic.Uint64
 }
+
+// linkEnded reports whether l is closed (as opposed to refusing one
+// message, say for its size).
+func linkEnded(l Link) bool {
+	select {
+	case <-l.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// MaxMessage bounds a message, header included: what one link packet
+// carries.
+const MaxMessage = security.MaxPayload
 
 // New creates a node that reaches its peers through linker; self is the
 // node's own verified identity. The node owns linker from now on.
@@ -425,6 +440,10 @@ func (n *Node) dispatch(msg []byte, h *Header, payload []byte, from *peer) error
 			msg[3], msg[4] = h.TTL, h.Hops
 		}
 		if err := next.link.Send(msg); err != nil {
+			if !linkEnded(next.link) {
+				n.stats.sendFailed.Add(1) // this message only
+				return err
+			}
 			// The link is gone: route around it at once.
 			n.removePeer(next, err.Error())
 			if from != nil { // undo, and try the next best neighbour
@@ -553,6 +572,9 @@ func (n *Node) Send(h Header, payload []byte) error {
 	if h.TTL == 0 {
 		h.TTL = uint8(n.cfg.TTL)
 	}
+	if h.Len()+len(payload) > MaxMessage {
+		return fmt.Errorf("overlay: %d-byte message exceeds the %d-byte limit", h.Len()+len(payload), MaxMessage)
+	}
 	msg := appendMessage(make([]byte, 0, h.Len()+len(payload)), &h, payload)
 	return n.dispatch(msg, &h, msg[h.Len():], nil)
 }
@@ -579,7 +601,11 @@ func (n *Node) SendTo(dst Address, t Type, payload []byte) error {
 func (n *Node) sendOn(p *peer, h *Header, payload []byte) error {
 	msg := appendMessage(make([]byte, 0, h.Len()+len(payload)), h, payload)
 	if err := p.link.Send(msg); err != nil {
-		n.removePeer(p, err.Error())
+		if linkEnded(p.link) {
+			n.removePeer(p, err.Error())
+		} else {
+			n.stats.sendFailed.Add(1)
+		}
 		return err
 	}
 	p.msgsOut.Add(1)

@@ -47,6 +47,8 @@ type Counters struct {
 	TTLExpired  uint64 `json:"ttl_expired"`
 	NoRoute     uint64 `json:"no_route"`
 	UnknownType uint64 `json:"unknown_type"`
+	// SendFailed counts messages a live link refused (too big).
+	SendFailed uint64 `json:"send_failed"`
 }
 
 // Status returns a snapshot of the node.
@@ -67,6 +69,7 @@ func (n *Node) Status() Status {
 			TTLExpired:  n.stats.ttlExpired.Load(),
 			NoRoute:     n.stats.noRoute.Load(),
 			UnknownType: n.stats.unknownType.Load(),
+			SendFailed:  n.stats.sendFailed.Load(),
 		},
 	}
 	var near []Address

@@ -23,6 +23,15 @@ import (
 // DialFunc opens a pipe towards a peer's address (transport.Mux.Dial).
 type DialFunc func(ctx context.Context, remote netip.AddrPort) (Pipe, error)
 
+// Redialer is implemented by pipes that do not come from the Endpoint's
+// DialFunc, such as the overlay's routed pipes. When the dialing side of a
+// link rekeys, it asks the current pipe for a fresh one to the same peer
+// instead of calling the DialFunc with the pipe's Remote. The new pipe
+// must be unused; the Endpoint owns it from then on.
+type Redialer interface {
+	Redial(ctx context.Context) (Pipe, error)
+}
+
 // ErrEndpointClosed is returned by an Endpoint after Close.
 var ErrEndpointClosed = errors.New("security: endpoint closed")
 
@@ -45,8 +54,8 @@ type Endpoint struct {
 
 	// mu guards the following
 	mu        sync.Mutex
-	links     map[[8]byte]*Link               // by the current session's local ID
-	waiters   map[netip.AddrPort][]chan *Link // dials that lost a simultaneous open
+	links     map[[8]byte]*Link                 // by the current session's local ID
+	waiters   map[netip.AddrPort][]chan handoff // dials that may lose a simultaneous open
 	isClosed  bool
 	closeOnce sync.Once
 
@@ -70,7 +79,7 @@ func NewEndpoint(identity *Identity, bundle *TrustBundle, cfg Config, dial DialF
 		closed:   make(chan struct{}),
 		buffers:  newFreeList(256),
 		links:    make(map[[8]byte]*Link),
-		waiters:  make(map[netip.AddrPort][]chan *Link),
+		waiters:  make(map[netip.AddrPort][]chan handoff),
 	}
 	e.bundle.Store(bundle)
 	return e, nil
@@ -174,18 +183,51 @@ func (e *Endpoint) Dial(ctx context.Context, remote netip.AddrPort) (*Link, erro
 	// While Dial waited for the address, the peer's own handshake may
 	// have made the link we want.
 	select {
-	case l := <-waiter:
+	case h := <-waiter:
 		pipe.Close()
-		return l, nil
+		return h.link, nil
 	default:
 	}
+	return e.dialOn(ctx, pipe, remote, waiter)
+}
+
+// DialPipe runs the dialing side of a handshake over pipe, a pipe the
+// caller opened towards the peer (a routed pipe through the overlay), and
+// takes ownership of it: on failure it is closed, on success it belongs
+// to the link. A pipe that also implements Redialer is asked for its
+// successor when the link rekeys; otherwise the DialFunc dials its Remote.
+//
+// Simultaneous opens are resolved as for Dial, with pipe.Remote naming
+// the peer: if the pipe reports Glared when its handshake fails (its
+// owner decided that the peer's handshake towards us wins), DialPipe
+// waits for the link that Serve or ServePipe makes on a pipe with the
+// same Remote, and returns that one. So Remote must be the same for every
+// pipe to one peer and different for different peers. If the pipe never
+// glares, both handshakes complete and each side has two links.
+func (e *Endpoint) DialPipe(ctx context.Context, pipe Pipe) (*Link, error) {
+	remote := pipe.Remote()
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.HandshakeTimeout)
+	defer cancel()
+	waiter, err := e.addWaiter(remote)
+	if err != nil {
+		pipe.Close()
+		return nil, err
+	}
+	defer e.removeWaiter(remote, waiter)
+	return e.dialOn(ctx, pipe, remote, waiter)
+}
+
+// dialOn is the dialing side of a handshake over pipe, for Dial and
+// DialPipe; waiter receives the link the peer's handshake makes if ours
+// loses a simultaneous open.
+func (e *Endpoint) dialOn(ctx context.Context, pipe Pipe, remote netip.AddrPort, waiter chan handoff) (*Link, error) {
 	s, peer, err := e.handshake(ctx, pipe, true)
 	if err != nil {
 		if pipe.Glared() {
 			pipe.Close()
 			select {
-			case l := <-waiter:
-				return l, nil
+			case h := <-waiter:
+				return h.link, nil
 			case <-ctx.Done():
 				return nil, fmt.Errorf("dial %s: simultaneous open: the peer's handshake did not complete: %w", remote, ctx.Err())
 			}
@@ -209,10 +251,26 @@ func (e *Endpoint) Dial(ctx context.Context, remote netip.AddrPort) (*Link, erro
 // Serve runs the accepting side of a handshake on a pipe a peer opened
 // (transport.Mux.Accept); the link is delivered by Accept, or to a Dial
 // to the same address that lost a simultaneous open.
-func (e *Endpoint) Serve(pipe Pipe) {
+func (e *Endpoint) Serve(pipe Pipe) { e.ServePipe(pipe, nil) }
+
+// ServePipe is Serve for pipes whose links do not belong in Accept, such
+// as routed pipes (Accept feeds the overlay node's own neighbour links):
+// the new link goes to a Dial or DialPipe with the same Remote that lost
+// a simultaneous open, else to accept; a nil accept means Accept. accept
+// runs on the handshake's goroutine, or on the goroutine of a dial that
+// gave up waiting for the link, and must not block. A handshake that
+// fails on a pipe reporting Glared (its owner gave it up to resolve a
+// simultaneous open) is logged at debug level only.
+func (e *Endpoint) ServePipe(pipe Pipe, accept func(*Link)) {
 	started := e.spawn(func() {
-		if err := e.serve(pipe); err != nil {
-			e.log.Warn("handshake failed", zap.Stringer("addr", pipe.Remote()), zap.Error(err))
+		if err := e.serve(pipe, accept); err != nil {
+			lvl := zap.WarnLevel
+			if pipe.Glared() {
+				lvl = zap.DebugLevel
+			}
+			if ce := e.log.Check(lvl, "handshake failed"); ce != nil {
+				ce.Write(zap.Stringer("addr", pipe.Remote()), zap.Error(err))
+			}
 		}
 	})
 	if !started {
@@ -220,7 +278,7 @@ func (e *Endpoint) Serve(pipe Pipe) {
 	}
 }
 
-func (e *Endpoint) serve(pipe Pipe) error {
+func (e *Endpoint) serve(pipe Pipe, accept func(*Link)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.HandshakeTimeout)
 	defer cancel()
 	go func() { // the handshake also ends when the endpoint closes
@@ -266,7 +324,7 @@ func (e *Endpoint) serve(pipe Pipe) error {
 		s.accepted.Store(true)
 		provisional.sendOn(s, kindAck, nil)
 		provisional.log.Info("link established", zap.Stringer("addr", pipe.Remote()), zap.String("role", "acceptor"))
-		e.deliver(provisional, pipe.Remote())
+		e.deliver(provisional, pipe.Remote(), accept)
 		pipe.Established()
 		return nil
 	}
@@ -287,7 +345,13 @@ func (e *Endpoint) rekey(l *Link) error {
 		}
 	}()
 	old := l.current.Load()
-	pipe, err := e.dial(ctx, old.pipe.Remote())
+	var pipe Pipe
+	var err error
+	if r, ok := old.pipe.(Redialer); ok {
+		pipe, err = r.Redial(ctx)
+	} else {
+		pipe, err = e.dial(ctx, old.pipe.Remote())
+	}
 	if err != nil {
 		return err
 	}
@@ -495,20 +559,26 @@ func (e *Endpoint) linkByID(id [8]byte) *Link {
 	return e.links[id]
 }
 
-func (e *Endpoint) addWaiter(remote netip.AddrPort) (chan *Link, error) {
+// handoff is a link accepted while a dial to the same peer was waiting,
+// with where it goes if that dial no longer wants it.
+type handoff struct {
+	link   *Link
+	accept func(*Link) // nil: Accept
+}
+
+func (e *Endpoint) addWaiter(remote netip.AddrPort) (chan handoff, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.isClosed {
 		return nil, ErrEndpointClosed
 	}
-	w := make(chan *Link, 1)
+	w := make(chan handoff, 1)
 	e.waiters[remote] = append(e.waiters[remote], w)
 	return w, nil
 }
 
-func (e *Endpoint) removeWaiter(remote netip.AddrPort, w chan *Link) {
+func (e *Endpoint) removeWaiter(remote netip.AddrPort, w chan handoff) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	ws := e.waiters[remote]
 	for i, x := range ws {
 		if x == w {
@@ -521,17 +591,21 @@ func (e *Endpoint) removeWaiter(remote netip.AddrPort, w chan *Link) {
 	} else {
 		e.waiters[remote] = ws
 	}
-	// A link handed to a waiter that gave up goes to Accept instead.
+	e.mu.Unlock()
+	// A link handed to a waiter that gave up goes where its handshake
+	// would have sent it. Not under e.mu: queueing may close the link,
+	// and closing takes e.mu.
 	select {
-	case l := <-w:
-		e.queue(l)
+	case h := <-w:
+		e.queue(h)
 	default:
 	}
 }
 
-// deliver hands a new accepted link to a Dial waiting for that address,
-// else to Accept.
-func (e *Endpoint) deliver(l *Link, remote netip.AddrPort) {
+// deliver hands a new accepted link to a dial waiting for that address,
+// else to accept (nil: Accept).
+func (e *Endpoint) deliver(l *Link, remote netip.AddrPort, accept func(*Link)) {
+	h := handoff{link: l, accept: accept}
 	e.mu.Lock()
 	ws := e.waiters[remote]
 	if len(ws) > 0 {
@@ -541,19 +615,23 @@ func (e *Endpoint) deliver(l *Link, remote netip.AddrPort) {
 			delete(e.waiters, remote)
 		}
 		e.mu.Unlock()
-		w <- l
+		w <- h
 		return
 	}
 	e.mu.Unlock()
-	e.queue(l)
+	e.queue(h)
 }
 
-func (e *Endpoint) queue(l *Link) {
+func (e *Endpoint) queue(h handoff) {
+	if h.accept != nil {
+		h.accept(h.link)
+		return
+	}
 	select {
-	case e.accepted <- l:
+	case e.accepted <- h.link:
 	default:
-		l.log.Warn("accept queue full, closing link")
-		l.Close()
+		h.link.log.Warn("accept queue full, closing link")
+		h.link.Close()
 	}
 }
 

@@ -48,9 +48,12 @@ type Options struct {
 
 // Member is one node of the cluster.
 type Member struct {
-	Index  int
-	Node   *overlay.Node
-	Addr   netip.AddrPort
+	Index int
+	Node  *overlay.Node
+	Addr  netip.AddrPort
+	// Linker is the node's linker: an *overlay.SecureLinker in a Secure
+	// cluster (its Endpoint runs services' DTLS, such as routed pipes).
+	Linker overlay.Linker
 	member *security.Member
 	plain  *simnet.Linker
 	conn   *memnet.Conn
@@ -187,6 +190,7 @@ func (c *Cluster) Add() (*Member, error) {
 		m.plain = pl
 		linker = pl
 	}
+	m.Linker = linker
 	node, err := overlay.New(m.member, linker, cfg, log)
 	if err != nil {
 		linker.Close()
