@@ -67,6 +67,10 @@ func (n *Node) learnLocked(info NodeInfo, via Address, fromLookup bool) {
 	}
 	k := n.known[info.Address]
 	if k == nil {
+		if len(n.known) >= maxKnown {
+			n.stats.knownFull.Add(1) // hearsay beyond the cap is ignored
+			return
+		}
 		k = &knownNode{}
 		n.known[info.Address] = k
 	}
@@ -295,6 +299,12 @@ func (n *Node) onConnect(m *Message) {
 		n.mu.Unlock()
 		return
 	}
+	if len(n.pending) >= maxPending {
+		// A flood of requests must not make us dial the world.
+		n.stats.refused.Add(1)
+		n.mu.Unlock()
+		return
+	}
 	a := &attempt{id: req.ID, deadline: n.now() + n.cfg.ConnectTimeout, dialing: true}
 	n.pending[m.Src] = a
 	n.mu.Unlock()
@@ -320,6 +330,14 @@ func (n *Node) onConnectReply(m *Message) {
 }
 
 var errWrongPeer = errors.New("a different node answered")
+
+// Bounds on what peers can make a node hold: nodes heard of, and
+// connection attempts under way (each may be a dial to endpoints a
+// requester named).
+const (
+	maxKnown   = 4096
+	maxPending = 64
+)
 
 // dial tries target's endpoints in turn until one gives a link.
 func (n *Node) dial(target Address, endpoints []netip.AddrPort, a *attempt) {

@@ -124,7 +124,7 @@ type attempt struct {
 }
 
 type counters struct {
-	malformed, ttlExpired, noRoute, unknownType, forwarded, delivered, sendFailed atomic.Uint64
+	malformed, ttlExpired, noRoute, unknownType, forwarded, delivered, sendFailed, knownFull, refused atomic.Uint64
 }
 
 // linkEnded reports whether l is closed (as opposed to refusing one

@@ -49,6 +49,10 @@ type Counters struct {
 	UnknownType uint64 `json:"unknown_type"`
 	// SendFailed counts messages a live link refused (too big).
 	SendFailed uint64 `json:"send_failed"`
+	// Refused counts connect requests turned away (too many under way);
+	// KnownFull hearsay ignored because the table of known nodes is full.
+	Refused   uint64 `json:"refused"`
+	KnownFull uint64 `json:"known_full"`
 }
 
 // Status returns a snapshot of the node.
@@ -70,6 +74,8 @@ func (n *Node) Status() Status {
 			NoRoute:     n.stats.noRoute.Load(),
 			UnknownType: n.stats.unknownType.Load(),
 			SendFailed:  n.stats.sendFailed.Load(),
+			Refused:     n.stats.refused.Load(),
+			KnownFull:   n.stats.knownFull.Load(),
 		},
 	}
 	var near []Address
