@@ -108,7 +108,7 @@ func TestNode_BadInputIsDroppedAndCounted(t *testing.T) {
 		nil, {1}, []byte("GET / HTTP/1.1\r\n\r\n"),
 		append([]byte{9}, hdr(TypeEcho, 0, nil)[1:]...), // version
 		hdr(TypeEcho, 0x80, nil),                        // unknown flag
-		hdr(TypeEcho, FlagVia, nil)[:HeaderLen+4],        // via cut short
+		hdr(TypeEcho, FlagVia, nil)[:HeaderLen+4],       // via cut short
 		hdr(TypePing, 0, []byte{1, 2, 3}),               // short ping
 		hdr(TypeNeighbors, 0, []byte{255}),              // too many entries
 		hdr(TypeConnect, 0, []byte{0, 0}),               // truncated
