@@ -89,6 +89,7 @@ Start a group:
 		newUpCommand(a),
 		newStatusCommand(a),
 		newProbeCommand(a),
+		newSimCommand(a),
 	)
 	return root
 }
