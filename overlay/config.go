@@ -43,6 +43,8 @@ type Config struct {
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	// TTL is the hop limit of messages this node sends.
 	TTL int `mapstructure:"ttl"`
+	// Pipes tunes routed pipes (end-to-end sessions through the ring).
+	Pipes PipeConfig `mapstructure:"pipes"`
 }
 
 // Default returns the defaults.
@@ -60,6 +62,7 @@ func Default() Config {
 		DeadAfter:        8 * time.Second,
 		ConnectTimeout:   10 * time.Second,
 		TTL:              DefaultTTL,
+		Pipes:            DefaultPipeConfig(),
 	}
 }
 
@@ -85,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	for i, ep := range c.Advertise {
 		check(ep.IsValid() && ep.Port() != 0 && !ep.Addr().IsUnspecified(), "overlay.advertise[%d]: %q needs a specific address and a port", i, ep)
+	}
+	if err := c.Pipes.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

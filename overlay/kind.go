@@ -1,6 +1,9 @@
 package overlay
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Kind is a set of reasons to keep a link. A link stays open while either
 // side has a reason for it; the maintainers add and remove their own.
@@ -39,3 +42,26 @@ func (k Kind) String() string {
 
 // MarshalText implements encoding.TextMarshaler (status JSON).
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler (status JSON read
+// back by `ringvpn status`).
+func (k *Kind) UnmarshalText(b []byte) error {
+	*k = 0
+	s := string(b)
+	if s == "none" || s == "" {
+		return nil
+	}
+	for _, part := range strings.Split(s, "+") {
+		found := false
+		for _, kn := range kindNames {
+			if kn.name == part {
+				*k |= kn.k
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("overlay: unknown link kind %q", part)
+		}
+	}
+	return nil
+}

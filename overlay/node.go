@@ -49,6 +49,8 @@ type Node struct {
 	closed   chan struct{}
 	wake     chan struct{}
 	handlers [256]atomic.Pointer[Handler]
+	// dataHandler receives data packets (see SendData).
+	dataHandler atomic.Pointer[DataHandler]
 
 	// routes is the routing snapshot: every linked peer, rebuilt under
 	// mu when the table changes, read without locks on the packet path.
@@ -395,6 +397,10 @@ func (n *Node) receive(p *peer, pkt []byte) {
 	p.lastHeard.Store(int64(n.now()))
 	p.msgsIn.Add(1)
 	p.bytesIn.Add(uint64(len(pkt)))
+	if len(pkt) > 0 && pkt[0] == dataMarker {
+		n.receiveData(p, pkt)
+		return
+	}
 	h, payload, err := ParseHeader(pkt)
 	if err != nil {
 		n.stats.malformed.Add(1)

@@ -79,8 +79,8 @@ var (
 	errPipeDetached  = errors.New("overlay: routed pipe's control side detached")
 )
 
-// PipeConfig tunes routed pipes. The YAML keys would be the mapstructure
-// names under `overlay.pipes:`.
+// PipeConfig tunes routed pipes. The YAML keys are the mapstructure names
+// under `overlay.pipes:`.
 type PipeConfig struct {
 	// MaxPending bounds the pipes peers opened with a ClientHello whose
 	// handshake has not finished; ClientHellos beyond it are dropped and

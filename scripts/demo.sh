@@ -35,6 +35,7 @@ config() { # name port bootstrap
 		echo "identity: {cert: $work/$name.crt, key: $work/$name.key, ca: $work/ca.crt}"
 		echo "listen: \"127.0.0.1:$port\""
 		echo "control: {socket: $work/$name.sock}"
+		echo "vpn: {enabled: false}"
 		echo "overlay: {bootstrap: [$boot], near: 2, maintain_interval: 250ms, ping_interval: 500ms, dead_after: 2s}"
 	} > "$work/$name.yaml"
 }

@@ -107,7 +107,7 @@ func TestProcesses_FiftySessionsAndRefusals(t *testing.T) {
 
 	config := func(name, certPath, keyPath, bundle, listen string) string {
 		p := filepath.Join(dir, name+".yaml")
-		yaml := fmt.Sprintf("identity: {cert: %s, key: %s, ca: %s}\nlisten: %q\ncontrol: {socket: %s}\nsecurity: {handshake_timeout: 4s}\n",
+		yaml := fmt.Sprintf("identity: {cert: %s, key: %s, ca: %s}\nlisten: %q\ncontrol: {socket: %s}\nsecurity: {handshake_timeout: 4s}\nvpn: {enabled: false}\n",
 			certPath, keyPath, bundle, listen, filepath.Join(dir, name+".sock"))
 		if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)

@@ -82,6 +82,7 @@ func TestProcesses_RingFormsAndHeals(t *testing.T) {
 		yaml := fmt.Sprintf(`identity: {cert: %s, key: %s, ca: %s}
 listen: "127.0.0.1:%d"
 control: {socket: %s}
+vpn: {enabled: false}
 overlay: {bootstrap: %s, near: %d, maintain_interval: 200ms, ping_interval: 500ms, dead_after: 2s, connect_timeout: 3s}
 security: {keepalive_interval: 1s, dead_after: 4s, handshake_timeout: 3s}
 log: {level: debug}

@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ringvpn/ringvpn/cmd/ringvpn/internal/node"
+	"github.com/ringvpn/ringvpn/overlay/vpn"
 )
 
 func newStatusCommand(a *app) *cobra.Command {
@@ -60,6 +63,38 @@ func printStatus(a *app, s node.Status) {
 	if len(s.Links) == 0 {
 		fmt.Fprintln(a.stdout, "(no links)")
 	}
+	if s.VPN != nil {
+		printVPNStatus(a, s.VPN)
+	}
+}
+
+func printVPNStatus(a *app, v *vpn.Status) {
+	ips := make([]string, len(v.IPs))
+	for i, p := range v.IPs {
+		ips[i] = p.String()
+	}
+	fmt.Fprintf(a.stdout, "\nvpn: %s %s mtu %d; frames out %d, in %d; dropped: spoofed %d, unresolved %d, not for us %d, broadcast %d, failed %d\n",
+		v.Device, strings.Join(ips, ","), v.MTU, v.FramesOut, v.FramesIn, v.DropSpoofed, v.DropUnresolved,
+		v.DropNotForUs, v.DropBroadcast, v.DropSendFailed+v.DropQueueFull)
+	if len(v.Peers) == 0 {
+		fmt.Fprintln(a.stdout, "(no VPN peers yet)")
+		return
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tVIRTUAL IP\tPATH\tLINK KIND\tPACKETS OUT/IN\tIDLE")
+	for _, p := range v.Peers {
+		pips := make([]string, len(p.IPs))
+		for i, ip := range p.IPs {
+			pips[i] = ip.Addr().String()
+		}
+		kinds := "-"
+		if p.Path == vpn.PathDirect {
+			kinds = p.Kinds.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", p.Name, short(p.Address.String()), strings.Join(pips, ","),
+			p.Path, kinds, p.PacketsOut, p.PacketsIn, p.Idle.Round(time.Second))
+	}
+	tw.Flush()
 }
 
 // short abbreviates an overlay address for tables.

@@ -39,6 +39,9 @@ type Options struct {
 	JoinEvery time.Duration
 	// Seed makes addresses and placement repeatable.
 	Seed uint64
+	// Spec, if set, gives node i's certificate fields in a Secure cluster
+	// (its virtual IPs, say); the name is always "node<i>".
+	Spec func(i int) security.MemberSpec
 	// OnNode, if set, runs for each node after it is created and before
 	// it starts, to attach services (the DHT) the way a daemon does.
 	OnNode func(*Member) error
@@ -54,6 +57,10 @@ type Member struct {
 	// Linker is the node's linker: an *overlay.SecureLinker in a Secure
 	// cluster (its Endpoint runs services' DTLS, such as routed pipes).
 	Linker overlay.Linker
+	// Identity is the node's key and certificate in a Secure cluster.
+	Identity *security.Identity
+	// Bundle holds the cluster's group CA (Secure clusters).
+	Bundle *security.TrustBundle
 	member *security.Member
 	plain  *simnet.Linker
 	conn   *memnet.Conn
@@ -153,11 +160,16 @@ func (c *Cluster) Add() (*Member, error) {
 	m := &Member{Index: i, Addr: addr, alive: true}
 	var linker overlay.Linker
 	if c.opts.Secure {
-		id, err := c.identity(fmt.Sprintf("node%d", i))
+		var spec security.MemberSpec
+		if c.opts.Spec != nil {
+			spec = c.opts.Spec(i)
+		}
+		spec.Name = fmt.Sprintf("node%d", i)
+		id, err := c.identity(spec)
 		if err != nil {
 			return nil, err
 		}
-		m.member = id.Member
+		m.member, m.Identity, m.Bundle = id.Member, id, c.bundle
 		if err := c.placeSecure(addr.Addr()); err != nil {
 			return nil, err
 		}
@@ -210,13 +222,13 @@ func (c *Cluster) Add() (*Member, error) {
 	return m, nil
 }
 
-func (c *Cluster) identity(name string) (*security.Identity, error) {
+func (c *Cluster) identity(spec security.MemberSpec) (*security.Identity, error) {
 	key, err := security.GenerateKey("ecdsa-p256")
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
-	cert, err := c.ca.Issue(key.Public(), security.MemberSpec{Name: name}, now.Add(-time.Hour), now.Add(7*24*time.Hour))
+	cert, err := c.ca.Issue(key.Public(), spec, now.Add(-time.Hour), now.Add(7*24*time.Hour))
 	if err != nil {
 		return nil, err
 	}

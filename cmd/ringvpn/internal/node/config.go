@@ -7,6 +7,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/vpn"
 	"github.com/ringvpn/ringvpn/security"
 	"github.com/ringvpn/ringvpn/transport"
 	"github.com/ringvpn/ringvpn/transport/udp"
@@ -20,6 +21,8 @@ type Config struct {
 	Control   ControlConfig   `mapstructure:"control"`
 	Overlay   overlay.Config  `mapstructure:"overlay"`
 	DHT       dht.Config      `mapstructure:"dht"`
+	VPN       VPNConfig       `mapstructure:"vpn"`
+	TAP       TAPConfig       `mapstructure:"tap"`
 	Transport TransportConfig `mapstructure:"transport"`
 	Security  security.Config `mapstructure:"security"`
 	Log       LogConfig       `mapstructure:"log"`
@@ -30,6 +33,24 @@ type IdentityConfig struct {
 	Cert string `mapstructure:"cert"`
 	Key  string `mapstructure:"key"`
 	CA   string `mapstructure:"ca"` // PEM bundle: one or more trusted group CAs
+}
+
+// VPNConfig turns the VPN on or off and tunes it.
+type VPNConfig struct {
+	// Enabled: carry the frames of a TAP device. Off, the node is a ring
+	// member only (a bootstrap or relay host, or a test without root).
+	Enabled    bool `mapstructure:"enabled"`
+	vpn.Config `mapstructure:",squash"`
+}
+
+// TAPConfig is the virtual interface. Its addresses are the virtual IPs
+// of the member's certificate.
+type TAPConfig struct {
+	// Name of the interface; empty lets the kernel choose (tap0, ...).
+	Name string `mapstructure:"name"`
+	// MTU of the interface; 0 picks the largest that never fragments on a
+	// 1500-byte underlay network, whatever path a packet takes.
+	MTU int `mapstructure:"mtu"`
 }
 
 // ControlConfig is the local status endpoint.
@@ -60,6 +81,8 @@ func Default() Config {
 		Control:  ControlConfig{Socket: "/run/ringvpn/ringvpn.sock"},
 		Overlay:  overlay.Default(),
 		DHT:      dht.Default(),
+		VPN:      VPNConfig{Enabled: true, Config: vpn.Default()},
+		TAP:      TAPConfig{Name: "ringvpn0"},
 		Transport: TransportConfig{
 			Config: transport.Default(),
 			UDP:    udp.Default(),
@@ -83,6 +106,17 @@ func (c Config) Validate() error {
 	}
 	if err := c.DHT.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.VPN.Enabled {
+		if err := c.VPN.Config.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if len(c.TAP.Name) > 15 {
+			errs = append(errs, fmt.Errorf("tap.name: %q is longer than 15 bytes, the kernel's limit", c.TAP.Name))
+		}
+		if c.TAP.MTU != 0 && (c.TAP.MTU < vpn.MinMTU || c.TAP.MTU > vpn.MaxMTU) {
+			errs = append(errs, fmt.Errorf("tap.mtu: %d not in [%d,%d] (0 picks %d)", c.TAP.MTU, vpn.MinMTU, vpn.MaxMTU, vpn.DefaultMTU))
+		}
 	}
 	if err := c.Transport.Config.Validate(); err != nil {
 		errs = append(errs, err)

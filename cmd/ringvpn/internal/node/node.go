@@ -14,7 +14,9 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/vpn"
 	"github.com/ringvpn/ringvpn/security"
+	"github.com/ringvpn/ringvpn/tap"
 	"github.com/ringvpn/ringvpn/transport"
 	"github.com/ringvpn/ringvpn/transport/udp"
 )
@@ -28,6 +30,8 @@ type Node struct {
 	linker   *overlay.SecureLinker
 	ring     *overlay.Node
 	dht      *dht.DHT
+	pipes    *overlay.Pipes
+	vpn      *vpn.VPN // nil when vpn.enabled is false
 	started  time.Time
 	wg       sync.WaitGroup
 }
@@ -39,6 +43,9 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.ring.Start()
+	if n.vpn != nil {
+		n.vpn.Start()
+	}
 	log.Info("node started",
 		zap.String("name", n.identity.Member.Name),
 		zap.Stringer("node", n.identity.Member.Address),
@@ -79,12 +86,57 @@ func open(cfg Config, log *zap.Logger) (*Node, error) {
 		linker.Close()
 		return nil, err
 	}
-	store, err := dht.New(ring, cfg.DHT, dht.VerifyWith(bundle), log)
+	// Every node stores vip records for the others, VPN member or not.
+	verify := vpn.Verifier(dht.VerifyWith(bundle))
+	store, err := dht.New(ring, cfg.DHT, verify, log)
 	if err != nil {
 		ring.Close()
 		return nil, err
 	}
-	return &Node{cfg: cfg, log: log, identity: identity, linker: linker, ring: ring, dht: store, started: time.Now()}, nil
+	n := &Node{cfg: cfg, log: log, identity: identity, linker: linker, ring: ring, dht: store, started: time.Now()}
+	n.pipes, err = overlay.NewPipes(ring, linker.Endpoint(), cfg.Overlay.Pipes, log)
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	if cfg.VPN.Enabled {
+		if n.vpn, err = openVPN(cfg, n, verify, log); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// openVPN opens the TAP device with the certificate's virtual IPs and
+// builds the VPN on it.
+func openVPN(cfg Config, n *Node, verify dht.Verifier, log *zap.Logger) (*vpn.VPN, error) {
+	self := n.identity.Member
+	if len(self.IPs) == 0 {
+		return nil, fmt.Errorf("vpn: the certificate of %q carries no virtual IP: issue one with `ringvpn cert issue --ip`, or set vpn.enabled: false for a ring-only member", self.Name)
+	}
+	mtu := cfg.TAP.MTU
+	if mtu == 0 {
+		mtu = vpn.DefaultMTU
+	}
+	dev, err := tap.Open(tap.Config{
+		Name:      cfg.TAP.Name,
+		MTU:       mtu,
+		MAC:       tap.MAC(tap.MACFromBytes(self.Address[:])),
+		Addresses: self.IPs,
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	v, err := vpn.New(vpn.Params{
+		Node: n.ring, DHT: n.dht, Pipes: n.pipes, Device: dev,
+		Identity: n.identity, Verify: verify, Config: cfg.VPN.Config, Log: log,
+	})
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return v, nil
 }
 
 func loadBundle(path string) (*security.TrustBundle, error) {
@@ -109,6 +161,12 @@ func (n *Node) goRun(f func()) {
 
 // Close leaves the ring (telling the peers), closes the socket and waits.
 func (n *Node) Close() error {
+	if n.vpn != nil {
+		n.vpn.Close()
+	}
+	if n.pipes != nil {
+		n.pipes.Close()
+	}
 	n.dht.Close()
 	err := n.ring.Close()
 	n.wg.Wait()
@@ -120,6 +178,9 @@ func (n *Node) Ring() *overlay.Node { return n.ring }
 
 // DHT is the node's share of the ring's key/value store.
 func (n *Node) DHT() *dht.DHT { return n.dht }
+
+// VPN is the node's VPN, nil when vpn.enabled is false.
+func (n *Node) VPN() *vpn.VPN { return n.vpn }
 
 // Endpoint is the node's link maker (for diagnostics such as probe).
 func (n *Node) Endpoint() *security.Endpoint { return n.linker.Endpoint() }

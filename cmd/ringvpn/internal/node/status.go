@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/vpn"
 	"github.com/ringvpn/ringvpn/transport"
 )
 
@@ -30,13 +32,16 @@ type Status struct {
 	EstimatedSize int  `json:"estimated_size"`
 	// Successors and Predecessors are the near neighbours on each side,
 	// nearest first.
-	Successors   []string         `json:"successors"`
-	Predecessors []string         `json:"predecessors"`
-	Links        []LinkStatus     `json:"links"`
-	Routing      overlay.Counters `json:"routing"`
-	DHT          dht.Stats        `json:"dht"`
-	Transport    transport.Stats  `json:"transport"`
-	Handshakes   HandshakeStatus  `json:"handshakes"`
+	Successors   []string          `json:"successors"`
+	Predecessors []string          `json:"predecessors"`
+	Links        []LinkStatus      `json:"links"`
+	Routing      overlay.Counters  `json:"routing"`
+	DHT          dht.Stats         `json:"dht"`
+	Transport    transport.Stats   `json:"transport"`
+	Handshakes   HandshakeStatus   `json:"handshakes"`
+	Pipes        overlay.PipeStats `json:"pipes"`
+	// VPN is absent on a ring-only member.
+	VPN *vpn.Status `json:"vpn,omitempty"`
 }
 
 // LinkStatus is one link's row.
@@ -80,7 +85,12 @@ func (n *Node) Status() Status {
 		DHT:           n.dht.Stats(),
 		Transport:     n.linker.Mux().Stats(),
 		Handshakes:    HandshakeStatus{Completed: completed, Failed: failed},
+		Pipes:         n.pipes.Stats(),
 		Links:         []LinkStatus{},
+	}
+	if n.vpn != nil {
+		vs := n.vpn.Status()
+		s.VPN = &vs
 	}
 	for _, p := range rs.Peers {
 		role := "acceptor"
@@ -129,6 +139,11 @@ func (n *Node) ServeControl(ctx context.Context) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(n.Status())
 	})
+	// Profiles, for the operator (the socket is 0600): e.g.
+	// curl --unix-socket SOCK http://x/debug/pprof/profile?seconds=10
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	n.goRun(func() {
 		<-ctx.Done()

@@ -1,0 +1,508 @@
+package vpn
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ringvpn/ringvpn/overlay"
+	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/security"
+)
+
+// mapping is what we know of one virtual IP.
+type mapping struct {
+	// guarded by VPN.mu
+	remote    *remote   // nil: unknown, or nobody claims it
+	expires   time.Time // when to look it up again
+	resolving bool
+	queue     [][]byte // frames (with headroom) waiting for the lookup
+}
+
+// remote is one member we exchange packets with.
+type remote struct {
+	addr overlay.Address
+
+	// session is the end-to-end session over a routed pipe, used while
+	// there is no direct link.
+	session atomic.Pointer[security.Link]
+	// Traffic, read and reset by the housekeeper.
+	sent, heard atomic.Uint64
+	packetsOut  atomic.Uint64
+	packetsIn   atomic.Uint64
+	lastActive  atomic.Int64 // unix ns of the last packet either way
+
+	mu         sync.Mutex
+	member     *security.Member // from its certificate, once known
+	opening    bool
+	queue      [][]byte
+	failedAt   time.Time
+	shortcut   bool // we asked the ring for a shortcut
+	extra      []*security.Link
+	ipsLearned bool
+}
+
+func (r *remote) touch(now time.Time) { r.lastActive.Store(now.UnixNano()) }
+
+// close closes every session to r.
+func (r *remote) close() {
+	if l := r.session.Swap(nil); l != nil {
+		l.Close()
+	}
+	r.mu.Lock()
+	extra := r.extra
+	r.extra = nil
+	r.queue = nil
+	r.mu.Unlock()
+	for _, l := range extra {
+		l.Close()
+	}
+}
+
+// remoteLocked returns the state for addr, creating it; v.mu held.
+func (v *VPN) remoteLocked(addr overlay.Address) *remote {
+	r := v.byAddr[addr]
+	if r == nil {
+		r = &remote{addr: addr}
+		r.touch(time.Now())
+		v.byAddr[addr] = r
+	}
+	return r
+}
+
+// route finds where a packet to ip goes: the remote, or nil when the
+// caller must queue it (resolving) or drop it (nobody claims ip).
+func (v *VPN) route(ip netip.Addr, pkt []byte) *remote {
+	now := time.Now()
+	v.mu.Lock()
+	m := v.byIP[ip]
+	if m != nil && m.remote != nil && now.Before(m.expires) {
+		r := m.remote
+		v.mu.Unlock()
+		return r
+	}
+	if m == nil {
+		if len(v.byIP) >= v.cfg.MaxPeers {
+			v.evictLocked(now)
+		}
+		m = &mapping{}
+		v.byIP[ip] = m
+	}
+	switch {
+	case m.remote != nil:
+		// Stale: keep using it while a fresh lookup runs.
+		if !m.resolving {
+			m.resolving = true
+			v.spawn(func() { v.resolve(ip) })
+		}
+		r := m.remote
+		v.mu.Unlock()
+		return r
+	case m.resolving:
+		if len(m.queue) < v.cfg.QueueLen {
+			m.queue = append(m.queue, slices.Clone(pkt))
+		} else {
+			v.stats.dropQueueFull.Add(1)
+		}
+	case now.Before(m.expires): // nobody claims it, recently
+		v.stats.dropUnresolved.Add(1)
+	default:
+		m.resolving = true
+		m.queue = append(m.queue, slices.Clone(pkt))
+		v.spawn(func() { v.resolve(ip) })
+	}
+	v.mu.Unlock()
+	return nil
+}
+
+// resolve looks ip up in the DHT and sends what waited for it.
+func (v *VPN) resolve(ip netip.Addr) {
+	ctx, cancel := context.WithTimeout(v.ctx, v.cfg.ResolveTimeout)
+	defer cancel()
+	member, err := v.lookup(ctx, ip)
+	now := time.Now()
+	v.mu.Lock()
+	m := v.byIP[ip]
+	if m == nil || v.closed {
+		v.mu.Unlock()
+		return
+	}
+	m.resolving = false
+	queue := m.queue
+	m.queue = nil
+	var r *remote
+	switch {
+	case err == nil:
+		v.stats.resolved.Add(1)
+		r = v.remoteLocked(member.Address)
+		m.remote, m.expires = r, now.Add(v.cfg.CacheTTL)
+	case errors.Is(err, dht.ErrNotFound) || errors.Is(err, dht.ErrBadRecord):
+		v.stats.resolveFailed.Add(1)
+		m.remote, m.expires = nil, now.Add(v.cfg.NegativeTTL)
+	default:
+		// No answer (the ring is healing, say): keep an old mapping,
+		// try again on the next packet.
+		v.stats.resolveFailed.Add(1)
+		if m.remote != nil {
+			m.expires = now.Add(v.cfg.NegativeTTL)
+		}
+		r = m.remote
+	}
+	v.mu.Unlock()
+	if err != nil {
+		v.log.Debug("virtual IP not resolved", zap.Stringer("ip", ip), zap.Error(err))
+	}
+	if r != nil {
+		if member != nil {
+			r.mu.Lock()
+			r.member = member
+			r.mu.Unlock()
+		}
+		for _, pkt := range queue {
+			v.send(r, pkt)
+		}
+		return
+	}
+	v.stats.dropUnresolved.Add(uint64(len(queue)))
+}
+
+// lookup returns the member that owns ip, from its signed record.
+func (v *VPN) lookup(ctx context.Context, ip netip.Addr) (*security.Member, error) {
+	rec, err := v.dht.GetRecord(ctx, NamespaceVIP, ip.String())
+	if err != nil {
+		return nil, err
+	}
+	return v.verify.Verify(rec.Key(), rec, time.Now())
+}
+
+// learn records that member, who just sent us an authentic packet, owns
+// the IPs of its certificate: replies need no lookup.
+func (v *VPN) learn(r *remote, member *security.Member) {
+	r.mu.Lock()
+	learned := r.ipsLearned
+	r.ipsLearned = true
+	if r.member == nil {
+		r.member = member
+	}
+	r.mu.Unlock()
+	if learned {
+		return
+	}
+	exp := time.Now().Add(v.cfg.CacheTTL)
+	v.mu.Lock()
+	for _, p := range member.IPs {
+		ip := p.Addr()
+		m := v.byIP[ip]
+		if m == nil {
+			m = &mapping{}
+			v.byIP[ip] = m
+		}
+		if m.remote == nil || m.remote == r {
+			m.remote, m.expires = r, exp
+		}
+	}
+	v.mu.Unlock()
+}
+
+// send sends one frame (pkt: headroom, then the frame) to r: over the
+// direct link if there is one, else over the session, else queued while
+// the session opens.
+func (v *VPN) send(r *remote, pkt []byte) {
+	r.packetsOut.Add(1)
+	r.sent.Add(1)
+	r.touch(time.Now())
+	err := v.node.SendData(r.addr, pkt)
+	if err == nil {
+		v.countOut(pkt)
+		return
+	}
+	if !errors.Is(err, overlay.ErrNoLink) {
+		v.stats.dropSendFailed.Add(1)
+		return
+	}
+	if l := r.session.Load(); l != nil {
+		pkt[0] = sessionFrame
+		if err := l.Send(pkt); err == nil {
+			v.countOut(pkt)
+			return
+		}
+		select {
+		case <-l.Done():
+			r.session.CompareAndSwap(l, nil)
+		default:
+			v.stats.dropSendFailed.Add(1)
+			return
+		}
+	}
+	v.queueForSession(r, pkt)
+}
+
+func (v *VPN) countOut(pkt []byte) {
+	v.stats.framesOut.Add(1)
+	v.stats.bytesOut.Add(uint64(len(pkt) - headroom))
+}
+
+// queueForSession holds pkt until a session to r is open, opening one.
+func (v *VPN) queueForSession(r *remote, pkt []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.queue) >= v.cfg.QueueLen {
+		v.stats.dropQueueFull.Add(1)
+		return
+	}
+	if !r.opening && time.Since(r.failedAt) < time.Second {
+		v.stats.dropSendFailed.Add(1) // the last attempt just failed
+		return
+	}
+	r.queue = append(r.queue, slices.Clone(pkt))
+	if !r.opening {
+		r.opening = true
+		v.spawn(func() { v.open(r) })
+	}
+}
+
+// open opens an end-to-end session to r over a routed pipe, then sends
+// what waited for it.
+func (v *VPN) open(r *remote) {
+	ctx, cancel := context.WithTimeout(v.ctx, v.cfg.OpenTimeout)
+	defer cancel()
+	var l *security.Link
+	var err error
+	if _, linked := v.node.Linked(r.addr); !linked {
+		l, err = v.pipes.Dial(ctx, r.addr, overlay.Address{})
+	}
+	r.mu.Lock()
+	queue := r.queue
+	r.queue, r.opening = nil, false
+	if err != nil {
+		r.failedAt = time.Now()
+	}
+	r.mu.Unlock()
+	if err != nil {
+		v.stats.openFailed.Add(1)
+		v.stats.dropSendFailed.Add(uint64(len(queue)))
+		if v.ctx.Err() == nil {
+			v.log.Info("no session to member", zap.Stringer("member", r.addr), zap.Error(err))
+		}
+		return
+	}
+	if l != nil {
+		v.stats.sessionsOpened.Add(1)
+		v.adopt(r, l)
+	}
+	for _, pkt := range queue {
+		// Straight to the link or session: not back into the queue.
+		if v.node.SendData(r.addr, pkt) == nil {
+			v.countOut(pkt)
+			continue
+		}
+		if s := r.session.Load(); s != nil {
+			pkt[0] = sessionFrame
+			if s.Send(pkt) == nil {
+				v.countOut(pkt)
+				continue
+			}
+		}
+		v.stats.dropSendFailed.Add(1)
+	}
+}
+
+// adopt makes l (a session with r's member, opened by either side) r's
+// session. A session replaced by a newer one (both sides opened one at
+// once) keeps receiving until it idles out, so nothing in flight is lost.
+func (v *VPN) adopt(r *remote, l *security.Link) {
+	member := l.Peer()
+	l.SetHandler(func(pkt []byte) {
+		if len(pkt) < 1 || pkt[0] != sessionFrame {
+			v.stats.dropMalformed.Add(1)
+			return
+		}
+		v.receiveFrom(r, member, pkt[1:])
+	})
+	old := r.session.Swap(l)
+	if old != nil && old != l {
+		r.mu.Lock()
+		r.extra = append(r.extra, old)
+		r.mu.Unlock()
+	}
+	v.spawn(func() {
+		select {
+		case <-l.Done():
+			r.session.CompareAndSwap(l, nil)
+		case <-v.ctx.Done():
+			l.Close()
+		}
+	})
+}
+
+// acceptLoop takes the sessions other members open to us.
+func (v *VPN) acceptLoop() {
+	for {
+		l, err := v.pipes.Accept(v.ctx)
+		if err != nil {
+			return
+		}
+		m := l.Peer()
+		v.stats.sessionsAccepted.Add(1)
+		v.mu.Lock()
+		if v.closed {
+			v.mu.Unlock()
+			l.Close()
+			return
+		}
+		r := v.remoteLocked(m.Address)
+		v.mu.Unlock()
+		v.adopt(r, l)
+	}
+}
+
+// publishLoop publishes a signed record for each of our virtual IPs and
+// renews them.
+func (v *VPN) publishLoop() {
+	for {
+		wait := v.cfg.RecordTTL / 3
+		if !v.publish() {
+			wait = 2 * time.Second // the ring may not be there yet
+		}
+		select {
+		case <-time.After(wait):
+		case <-v.ctx.Done():
+			return
+		}
+	}
+}
+
+// publish writes our records; false if any failed.
+func (v *VPN) publish() bool {
+	ok := true
+	addr := v.node.Address()
+	for _, p := range v.own {
+		ip := p.Addr()
+		rec, err := dht.Sign(v.id, NamespaceVIP, ip.String(), addr[:], time.Now().Add(v.cfg.RecordTTL))
+		if err == nil {
+			ctx, cancel := context.WithTimeout(v.ctx, v.cfg.ResolveTimeout)
+			err = v.dht.CreateRecord(ctx, rec)
+			cancel()
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, dht.ErrExists):
+			ok = false
+			v.log.Error("another member claims our virtual IP; the group CA issued it twice", zap.Stringer("ip", ip), zap.Error(err))
+		default:
+			ok = false
+			if v.ctx.Err() == nil {
+				v.log.Debug("virtual IP not published yet", zap.Stringer("ip", ip), zap.Error(err))
+			}
+		}
+	}
+	return ok
+}
+
+// houseLoop asks for shortcuts where traffic warrants one, releases idle
+// ones, and forgets idle members.
+func (v *VPN) houseLoop() {
+	const tick = time.Second
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			v.housekeep(time.Now(), tick)
+		case <-v.ctx.Done():
+			return
+		}
+	}
+}
+
+func (v *VPN) housekeep(now time.Time, tick time.Duration) {
+	v.mu.Lock()
+	remotes := make([]*remote, 0, len(v.byAddr))
+	shortcuts := 0
+	for _, r := range v.byAddr {
+		remotes = append(remotes, r)
+		r.mu.Lock()
+		if r.shortcut {
+			shortcuts++
+		}
+		r.mu.Unlock()
+	}
+	v.mu.Unlock()
+	perTick := uint64(v.cfg.ShortcutPackets) * uint64(tick) / uint64(time.Second)
+	for _, r := range remotes {
+		sent := r.sent.Swap(0) + r.heard.Swap(0)
+		idle := now.Sub(time.Unix(0, r.lastActive.Load()))
+		r.mu.Lock()
+		switch {
+		case !r.shortcut && v.cfg.ShortcutPackets > 0 && sent >= max(1, perTick) && shortcuts < v.cfg.MaxShortcuts:
+			r.shortcut = true
+			shortcuts++
+			r.mu.Unlock()
+			v.stats.shortcutsAsked.Add(1)
+			v.log.Debug("asking for a shortcut", zap.Stringer("member", r.addr), zap.Uint64("packets", sent))
+			v.node.Shortcut(r.addr)
+			continue
+		case r.shortcut && idle > v.cfg.ShortcutIdle:
+			r.shortcut = false
+			r.mu.Unlock()
+			v.node.DropShortcut(r.addr)
+			continue
+		case r.shortcut:
+			// Keep asking until the link is there (an attempt may fail).
+			if _, linked := v.node.Linked(r.addr); !linked && sent > 0 {
+				r.mu.Unlock()
+				v.node.Shortcut(r.addr)
+				continue
+			}
+		}
+		r.mu.Unlock()
+		if l := r.session.Load(); l != nil {
+			if _, linked := v.node.Linked(r.addr); linked && idle > v.cfg.ShortcutIdle {
+				// The direct link carries everything: the session can go.
+				if r.session.CompareAndSwap(l, nil) {
+					l.Close()
+				}
+			}
+		}
+	}
+}
+
+// evictLocked forgets the longest-idle half of the mappings; v.mu held.
+func (v *VPN) evictLocked(now time.Time) {
+	type aged struct {
+		ip  netip.Addr
+		age time.Duration
+	}
+	all := make([]aged, 0, len(v.byIP))
+	for ip, m := range v.byIP {
+		var age time.Duration
+		if m.remote != nil {
+			age = now.Sub(time.Unix(0, m.remote.lastActive.Load()))
+		} else {
+			age = time.Duration(1<<62 - 1)
+		}
+		all = append(all, aged{ip, age})
+	}
+	slices.SortFunc(all, func(a, b aged) int { return int((b.age - a.age) >> 32) })
+	for _, a := range all[:len(all)/2] {
+		if m := v.byIP[a.ip]; !m.resolving {
+			delete(v.byIP, a.ip)
+		}
+	}
+	used := make(map[*remote]bool, len(v.byIP))
+	for _, m := range v.byIP {
+		used[m.remote] = true
+	}
+	for addr, r := range v.byAddr {
+		if !used[r] && now.Sub(time.Unix(0, r.lastActive.Load())) > v.cfg.ShortcutIdle {
+			delete(v.byAddr, addr)
+			v.spawn(r.close)
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package vpn
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/ringvpn/ringvpn/overlay"
+	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/security"
+)
+
+// NamespaceVIP holds who owns a virtual IP: the record named by the IP
+// (its canonical text form, "10.20.0.5" or "fd00::5") is signed by the
+// member whose certificate carries that IP. The owner's overlay address
+// is the signer's; the value repeats it for readers that skip the
+// certificate.
+const NamespaceVIP = "vip"
+
+// Verifier returns a record verifier for the DHT of a VPN member: base's
+// checks (chain to the group CA, signature, expiry) and, for NamespaceVIP,
+// that the signer's certificate names the IP. Every node of the ring
+// stores and serves records, so every node needs it, not only VPN members.
+func Verifier(base dht.Verifier) dht.Verifier { return vipVerifier{base} }
+
+type vipVerifier struct{ base dht.Verifier }
+
+func (v vipVerifier) Verify(key overlay.Address, rec *dht.SignedRecord, now time.Time) (*security.Member, error) {
+	m, err := v.base.Verify(key, rec, now)
+	if err != nil || rec.Namespace != NamespaceVIP {
+		return m, err
+	}
+	ip, err := netip.ParseAddr(rec.Name)
+	if err != nil || ip.String() != rec.Name {
+		return nil, fmt.Errorf("%w: vip record %q: the name is not an IP address in canonical form", dht.ErrBadRecord, rec.Name)
+	}
+	if !hasIP(m, ip) {
+		return nil, fmt.Errorf("%w: vip record %q is signed by %q (%s), whose certificate does not carry that IP", dht.ErrBadRecord, rec.Name, m.Name, m.Address)
+	}
+	if len(rec.Value) != len(m.Address) || overlay.Address(rec.Value) != m.Address {
+		return nil, fmt.Errorf("%w: vip record %q: the value is not the signer's address", dht.ErrBadRecord, rec.Name)
+	}
+	return m, nil
+}
+
+// hasIP reports whether ip is one of m's own virtual IPs.
+func hasIP(m *security.Member, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range m.IPs {
+		if p.Addr() == ip {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,229 @@
+// Package vpn carries the Ethernet frames of a virtual interface across
+// the ring, with IP semantics (as IPOP did): ARP requests and IPv6
+// neighbour solicitations for virtual addresses are answered locally, an
+// IP packet goes to the member whose certificate carries its destination
+// (found through signed DHT records, then cached), and an inbound packet
+// is written to the interface only if its source is the sender's own.
+//
+// A packet travels over the direct link to its destination when there is
+// one (a ring link or a shortcut); otherwise over an end-to-end session on
+// a routed pipe, opened on the first packet, while a shortcut is asked
+// for once traffic passes vpn.shortcut_packets. Either way only the two
+// ends can read it.
+package vpn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/ringvpn/ringvpn/overlay"
+	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/security"
+	"github.com/ringvpn/ringvpn/tap"
+)
+
+// Params are what a VPN runs on. The VPN owns Device (Close closes it);
+// the rest stay the caller's.
+type Params struct {
+	Node     *overlay.Node
+	DHT      *dht.DHT
+	Pipes    *overlay.Pipes
+	Device   tap.Device
+	Identity *security.Identity
+	// Verify checks vip records (Verifier around the DHT's own).
+	Verify dht.Verifier
+	Config Config
+	Log    *zap.Logger
+}
+
+// headroom is the space kept in front of every frame: the data header
+// of a direct link, or the session header of a routed-pipe session.
+const headroom = overlay.DataHeaderLen
+
+// sessionFrame marks a frame on an end-to-end session (the first byte of
+// every session packet, so later message kinds can share the session).
+const sessionFrame = 0x01
+
+// gatewayMAC answers every ARP request and neighbour solicitation for a
+// virtual address, and is the source of every frame written to the
+// interface: to the kernel, the other members sit behind one router.
+var gatewayMAC = net.HardwareAddr{0x02, 0x72, 0x76, 0x70, 0x6e, 0x01}
+
+// VPN joins a device to the ring.
+type VPN struct {
+	// immutable after New
+	node   *overlay.Node
+	dht    *dht.DHT
+	pipes  *overlay.Pipes
+	dev    tap.Device
+	id     *security.Identity
+	verify dht.Verifier
+	cfg    Config
+	log    *zap.Logger
+	mac    net.HardwareAddr
+	own    []netip.Prefix // our virtual IPs
+	// maxPacket is the largest IP packet carried: the device MTU.
+	maxPacket int
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	stats     counters
+	writeBufs sync.Pool // *[1][]byte, so a device write allocates nothing
+
+	mu     sync.Mutex
+	closed bool
+	byIP   map[netip.Addr]*mapping
+	byAddr map[overlay.Address]*remote
+}
+
+// New checks p and builds a VPN; Start runs it.
+func New(p Params) (*VPN, error) {
+	if err := p.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if p.Node == nil || p.DHT == nil || p.Pipes == nil || p.Device == nil || p.Identity == nil || p.Verify == nil || p.Log == nil {
+		return nil, errors.New("vpn: Params needs Node, DHT, Pipes, Device, Identity, Verify and Log")
+	}
+	if len(p.Identity.Member.IPs) == 0 {
+		return nil, fmt.Errorf("vpn: the certificate of %q carries no virtual IP; issue one with `ringvpn cert issue --ip`", p.Identity.Member.Name)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v := &VPN{
+		node:      p.Node,
+		dht:       p.DHT,
+		pipes:     p.Pipes,
+		dev:       p.Device,
+		id:        p.Identity,
+		verify:    p.Verify,
+		cfg:       p.Config,
+		log:       p.Log.Named("vpn"),
+		mac:       p.Device.MAC(),
+		own:       p.Identity.Member.IPs,
+		maxPacket: p.Device.MTU(),
+		ctx:       ctx,
+		cancel:    cancel,
+		byIP:      make(map[netip.Addr]*mapping),
+		byAddr:    make(map[overlay.Address]*remote),
+	}
+	v.writeBufs.New = func() any { return new([1][]byte) }
+	return v, nil
+}
+
+// Start starts reading the device, accepting sessions and publishing
+// this member's virtual IPs.
+func (v *VPN) Start() {
+	v.node.HandleData(v.receive)
+	v.spawn(v.readLoop)
+	v.spawn(v.acceptLoop)
+	v.spawn(v.publishLoop)
+	v.spawn(v.houseLoop)
+}
+
+// Close stops the VPN, closes its sessions and the device.
+func (v *VPN) Close() error {
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return nil
+	}
+	v.closed = true
+	remotes := make([]*remote, 0, len(v.byAddr))
+	for _, r := range v.byAddr {
+		remotes = append(remotes, r)
+	}
+	v.mu.Unlock()
+	v.node.HandleData(nil)
+	v.cancel()
+	err := v.dev.Close()
+	for _, r := range remotes {
+		r.close()
+	}
+	v.wg.Wait()
+	return err
+}
+
+func (v *VPN) spawn(f func()) {
+	v.wg.Add(1)
+	go func() {
+		defer v.wg.Done()
+		f()
+	}()
+}
+
+// readLoop reads frames from the device and sends each on its way.
+func (v *VPN) readLoop() {
+	batch := max(1, v.dev.BatchSize())
+	bufs := make([][]byte, batch)
+	sizes := make([]int, batch)
+	for i := range bufs {
+		// Room for the largest frame a device hands over, not just the
+		// MTU: a frame is never cut short.
+		bufs[i] = make([]byte, headroom+65535)
+	}
+	for {
+		n, err := v.dev.Read(bufs, sizes, headroom)
+		if err != nil {
+			if v.ctx.Err() == nil {
+				v.log.Error("reading the device failed; the VPN stops", zap.String("device", v.dev.Name()), zap.Error(err))
+			}
+			return
+		}
+		for i := range n {
+			v.outbound(bufs[i][:headroom+sizes[i]])
+		}
+	}
+}
+
+// writeFrame writes one frame to the device.
+func (v *VPN) writeFrame(frame []byte) {
+	b := v.writeBufs.Get().(*[1][]byte)
+	b[0] = frame
+	_, err := v.dev.Write(b[:], 0)
+	b[0] = nil
+	v.writeBufs.Put(b)
+	if err != nil {
+		v.stats.writeFailed.Add(1)
+		if ce := v.log.Check(zap.DebugLevel, "device write failed"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+		return
+	}
+	v.stats.framesIn.Add(1)
+}
+
+// isOwn reports whether ip is one of this member's virtual IPs.
+func (v *VPN) isOwn(ip netip.Addr) bool {
+	for _, p := range v.own {
+		if p.Addr() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// inOurNetworks reports whether ip lies in one of the networks of our
+// virtual IPs (so ARP for it is ours to answer).
+func (v *VPN) inOurNetworks(ip netip.Addr) bool {
+	for _, p := range v.own {
+		if p.Masked().Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+type counters struct {
+	framesOut, framesIn, bytesOut, bytesIn                       atomic.Uint64
+	arpAnswered, ndpAnswered, tooBig, mssClamped                 atomic.Uint64
+	dropMalformed, dropNotIP, dropSpoofed, dropNotForUs          atomic.Uint64
+	dropBroadcast, dropUnresolved, dropQueueFull, dropSendFailed atomic.Uint64
+	writeFailed, sessionsOpened, sessionsAccepted, openFailed    atomic.Uint64
+	resolved, resolveFailed, shortcutsAsked                      atomic.Uint64
+}
