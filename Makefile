@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: help deps build test race bench-smoke bench fuzz lint demo clean
+.PHONY: help deps build test race bench-smoke bench fuzz lint demo ring-demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,8 +40,11 @@ lint: ## gofmt, go vet, staticcheck (pinned in go.mod), go mod tidy -diff
 	$(GO) tool staticcheck $(PKGS)
 	$(GO) mod tidy -diff
 
-demo: build ## local multi-node demo: processes on loopback linking with group certificates
+demo: build ## the VPN demo: members in network namespaces ping and send a file (root)
 	scripts/demo.sh
+
+ring-demo: build ## the ring alone: members on loopback, no root needed
+	scripts/ring-demo.sh
 
 clean: ## remove build output
 	rm -rf bin
