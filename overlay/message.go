@@ -43,6 +43,7 @@ const (
 	TypeEchoReply      Type = 0x15
 	TypeUnreachable    Type = 0x16 // an exact-mode message found no node at its destination
 	TypePipe           Type = 0x20 // routed pipe datagram (a DTLS or sealed record)
+	TypeBroadcast      Type = 0x21 // one link of a broadcast (see Broadcast)
 	firstRoutedType    Type = 0x10
 	firstExternalType  Type = 0x40
 	maxOverlayType     Type = 0x3f

@@ -60,6 +60,7 @@ type Node struct {
 	typicalRTT atomic.Int64
 	sizeBits   atomic.Uint64
 	stats      counters
+	bcast      broadcaster
 	wg         sync.WaitGroup
 
 	// mu guards the following
@@ -126,7 +127,7 @@ type attempt struct {
 }
 
 type counters struct {
-	malformed, ttlExpired, noRoute, unknownType, forwarded, delivered, sendFailed, knownFull, refused atomic.Uint64
+	malformed, ttlExpired, noRoute, unknownType, forwarded, delivered, sendFailed, knownFull, refused, broadcastDropped atomic.Uint64
 }
 
 // linkEnded reports whether l is closed (as opposed to refusing one
@@ -408,6 +409,10 @@ func (n *Node) receive(p *peer, pkt []byte) {
 	}
 	if h.Type.LinkLocal() {
 		n.onLinkLocal(p, &h, payload)
+		return
+	}
+	if h.Type == TypeBroadcast {
+		n.onBroadcast(p, pkt, &h, payload)
 		return
 	}
 	n.dispatch(pkt, &h, payload, p)

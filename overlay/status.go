@@ -53,6 +53,9 @@ type Counters struct {
 	// KnownFull hearsay ignored because the table of known nodes is full.
 	Refused   uint64 `json:"refused"`
 	KnownFull uint64 `json:"known_full"`
+	// BroadcastDropped counts well-formed broadcasts dropped as
+	// duplicates or over the per-originator rate limit.
+	BroadcastDropped uint64 `json:"broadcast_dropped"`
 }
 
 // Status returns a snapshot of the node.
@@ -78,6 +81,7 @@ func (n *Node) Status() Status {
 			KnownFull:   n.stats.knownFull.Load(),
 		},
 	}
+	st.Counters.BroadcastDropped = n.stats.broadcastDropped.Load()
 	var near []Address
 	for _, p := range n.peers {
 		st.Peers = append(st.Peers, PeerStatus{
