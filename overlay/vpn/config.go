@@ -39,6 +39,10 @@ type Config struct {
 	// MaxPeers bounds the members this one keeps state for (mappings,
 	// sessions); the longest idle are forgotten first.
 	MaxPeers int `mapstructure:"max_peers"`
+	// BroadcastRate bounds the IPv4 broadcasts per second this member
+	// sends over the ring (each is signed, and checked by every member);
+	// more are dropped. 0 keeps broadcasts off the ring.
+	BroadcastRate int `mapstructure:"broadcast_rate"`
 }
 
 // Default returns the defaults.
@@ -54,6 +58,7 @@ func Default() Config {
 		QueueLen:        64,
 		RecordTTL:       30 * time.Minute,
 		MaxPeers:        4096,
+		BroadcastRate:   20,
 	}
 }
 
@@ -78,6 +83,7 @@ func (c Config) Validate() error {
 	check(c.QueueLen >= 1 && c.QueueLen <= 4096, "vpn.queue_len: %d not in [1,4096]", c.QueueLen)
 	between("record_ttl", c.RecordTTL, 10*time.Second, 24*time.Hour)
 	check(c.MaxPeers >= 16 && c.MaxPeers <= 1_000_000, "vpn.max_peers: %d not in [16,1000000]", c.MaxPeers)
+	check(c.BroadcastRate >= 0 && c.BroadcastRate <= 10000, "vpn.broadcast_rate: %d not in [0,10000]", c.BroadcastRate)
 	return errors.Join(errs...)
 }
 

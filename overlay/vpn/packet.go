@@ -31,7 +31,11 @@ func (v *VPN) outbound(pkt []byte) {
 			return
 		}
 		dst = ip.Dst
-		if ip.Dst.IsMulticast() || ip.Dst == broadcast4 || v.isSubnetBroadcast(ip.Dst) {
+		if ip.Dst == broadcast4 || v.isSubnetBroadcast(ip.Dst) {
+			v.broadcast(f)
+			return
+		}
+		if ip.Dst.IsMulticast() {
 			v.stats.dropBroadcast.Add(1)
 			return
 		}
@@ -81,14 +85,7 @@ func (v *VPN) isSubnetBroadcast(ip netip.Addr) bool {
 		return false
 	}
 	for _, p := range v.own {
-		if !p.Addr().Is4() || p.Bits() >= 31 {
-			continue
-		}
-		b := p.Masked().Addr().As4()
-		for i := p.Bits(); i < 32; i++ {
-			b[i/8] |= 0x80 >> (i % 8)
-		}
-		if netip.AddrFrom4(b) == ip {
+		if p.Addr().Is4() && p.Bits() < 31 && subnetBroadcast(p) == ip {
 			return true
 		}
 	}

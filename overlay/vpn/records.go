@@ -27,8 +27,18 @@ type vipVerifier struct{ base dht.Verifier }
 
 func (v vipVerifier) Verify(key overlay.Address, rec *dht.SignedRecord, now time.Time) (*security.Member, error) {
 	m, err := v.base.Verify(key, rec, now)
-	if err != nil || rec.Namespace != NamespaceVIP {
-		return m, err
+	if err != nil {
+		return nil, err
+	}
+	switch rec.Namespace {
+	case NamespaceBroadcast:
+		if !checkBroadcastName(rec.Name, m.Address) {
+			return nil, fmt.Errorf("%w: broadcast %q is not named by its signer %s", dht.ErrBadRecord, rec.Name, m.Address)
+		}
+		return m, nil
+	case NamespaceVIP:
+	default:
+		return m, nil
 	}
 	ip, err := netip.ParseAddr(rec.Name)
 	if err != nil || ip.String() != rec.Name {

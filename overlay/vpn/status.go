@@ -74,6 +74,9 @@ type Counters struct {
 	Resolved         uint64 `json:"resolved"`
 	ResolveFailed    uint64 `json:"resolve_failed"`
 	ShortcutsAsked   uint64 `json:"shortcuts_asked"`
+	// IPv4 broadcasts sent over the ring and written to the device.
+	BroadcastsOut uint64 `json:"broadcasts_out"`
+	BroadcastsIn  uint64 `json:"broadcasts_in"`
 }
 
 // Status returns a snapshot.
@@ -131,5 +134,6 @@ func (v *VPN) counters() Counters {
 		SessionsOpened: c.sessionsOpened.Load(), SessionsAccepted: c.sessionsAccepted.Load(),
 		OpenFailed: c.openFailed.Load(), Resolved: c.resolved.Load(),
 		ResolveFailed: c.resolveFailed.Load(), ShortcutsAsked: c.shortcutsAsked.Load(),
+		BroadcastsOut: c.broadcastsOut.Load(), BroadcastsIn: c.broadcastsIn.Load(),
 	}
 }

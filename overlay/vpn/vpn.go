@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -76,6 +77,8 @@ type VPN struct {
 	wg        sync.WaitGroup
 	stats     counters
 	writeBufs sync.Pool // *[1][]byte, so a device write allocates nothing
+	started   time.Time
+	bcast     bcastState
 
 	mu     sync.Mutex
 	closed bool
@@ -111,6 +114,7 @@ func New(p Params) (*VPN, error) {
 		cancel:    cancel,
 		byIP:      make(map[netip.Addr]*mapping),
 		byAddr:    make(map[overlay.Address]*remote),
+		started:   time.Now(),
 	}
 	v.writeBufs.New = func() any { return new([1][]byte) }
 	return v, nil
@@ -120,6 +124,7 @@ func New(p Params) (*VPN, error) {
 // this member's virtual IPs.
 func (v *VPN) Start() {
 	v.node.HandleData(v.receive)
+	v.node.Handle(TypeBroadcast, v.onBroadcast)
 	v.spawn(v.readLoop)
 	v.spawn(v.acceptLoop)
 	v.spawn(v.publishLoop)
@@ -140,6 +145,7 @@ func (v *VPN) Close() error {
 	}
 	v.mu.Unlock()
 	v.node.HandleData(nil)
+	v.node.Handle(TypeBroadcast, nil)
 	v.cancel()
 	err := v.dev.Close()
 	for _, r := range remotes {
@@ -226,4 +232,5 @@ type counters struct {
 	dropBroadcast, dropUnresolved, dropQueueFull, dropSendFailed atomic.Uint64
 	writeFailed, sessionsOpened, sessionsAccepted, openFailed    atomic.Uint64
 	resolved, resolveFailed, shortcutsAsked                      atomic.Uint64
+	broadcastsOut, broadcastsIn                                  atomic.Uint64
 }

@@ -44,7 +44,10 @@ func (m *member) pipedPayloads() [][]byte {
 	return m.piped
 }
 
-var gateway = net.HardwareAddr{0x02, 0x72, 0x76, 0x70, 0x6e, 0x01}
+var (
+	gateway      = net.HardwareAddr{0x02, 0x72, 0x76, 0x70, 0x6e, 0x01}
+	broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+)
 
 func vip(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 66, 0, byte(i + 1)}) }
 
@@ -294,6 +297,40 @@ func TestVPN_FramesCrossTheRing(t *testing.T) {
 		}
 		if after := b.vpn.Status().DropSpoofed; after < before+5 {
 			t.Errorf("spoofed drops %d -> %d, want 5 more", before, after)
+		}
+	})
+
+	t.Run("a subnet broadcast reaches every other member once", func(t *testing.T) {
+		payload := []byte("broadcast-to-all")
+		f := udpFrame(broadcastMAC, a.dev.MAC(), a.ip, netip.MustParseAddr("10.66.0.255"), payload)
+		if err := a.dev.Inject(f); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m == a {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			got := 0
+			for {
+				g, err := m.dev.Take(ctx)
+				if err != nil {
+					break
+				}
+				if !bytes.HasSuffix(g, payload) {
+					continue
+				}
+				got++
+				if !bytes.Equal(g[:6], broadcastMAC) || !bytes.Equal(g[6:12], gateway) {
+					t.Errorf("%s: broadcast frame from %x to %x", m.ip, g[6:12], g[:6])
+				}
+				cancel() // one is enough; a second within the wait would be a duplicate
+				ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
+			}
+			cancel()
+			if got != 1 {
+				t.Errorf("%s got the broadcast %d times, want once; counters %+v", m.ip, got, m.vpn.Status().Counters)
+			}
 		}
 	})
 
