@@ -476,13 +476,25 @@ func (n *Node) dropFar(surplus int) {
 const reasonTrimmed = "neither side keeps the link"
 
 // trim closes links that neither side keeps any more. A new link gets a
-// grace period, so the peer's first ping can say why it wants it.
+// grace period, so the peer's first ping can say why it wants it. A link
+// nobody keeps first retires: routing stops using it, and only after both
+// sides have had time to notice (a ping each way and a maintenance round)
+// does it close, so no message is lost in flight on it.
 func (n *Node) trim() {
 	grace := 2*n.cfg.PingInterval + n.cfg.MaintainInterval
+	drain := n.cfg.PingInterval + 2*n.cfg.MaintainInterval
+	now := n.now()
 	var idle []*peer
 	n.mu.Lock()
 	for _, p := range n.peers {
-		if p.kinds == 0 && p.peerKinds == 0 && time.Since(p.since) > grace {
+		unwanted := p.kinds == 0 && p.peerKinds == 0 && time.Since(p.since) > grace
+		switch {
+		case !unwanted:
+			p.retiring.Store(false)
+		case !p.retiring.Load():
+			p.retiring.Store(true)
+			p.retireAt = now
+		case now-p.retireAt >= drain:
 			idle = append(idle, p)
 		}
 	}

@@ -91,11 +91,14 @@ type peer struct {
 	since  time.Time
 
 	lastHeard atomic.Int64 // node clock, ns
-	rtt       atomic.Int64 // smoothed, ns; 0 until measured
-	bytesIn   atomic.Uint64
-	bytesOut  atomic.Uint64
-	msgsIn    atomic.Uint64
-	msgsOut   atomic.Uint64
+	// retiring: neither side keeps the link; routing avoids it while
+	// both sides notice, then trim closes it (nothing in flight is lost).
+	retiring atomic.Bool
+	rtt      atomic.Int64 // smoothed, ns; 0 until measured
+	bytesIn  atomic.Uint64
+	bytesOut atomic.Uint64
+	msgsIn   atomic.Uint64
+	msgsOut  atomic.Uint64
 
 	// Node.mu guards the following
 	kinds     Kind // why we keep the link
@@ -103,6 +106,7 @@ type peer struct {
 	coord     Coord
 	endpoints []netip.AddrPort
 	lastPing  time.Duration
+	retireAt  time.Duration // node clock when retiring was set
 }
 
 // knownNode is a node we have heard of but may not be linked to.
@@ -491,6 +495,9 @@ func (n *Node) nextHop(target, src Address, exclude, origin bool) *peer {
 		if p.addr == target {
 			return p
 		}
+		if p.retiring.Load() {
+			continue
+		}
 		d := Distance(p.addr, target)
 		if best == nil || d.Compare(bestD) < 0 {
 			best, bestD = p, d
@@ -530,7 +537,7 @@ func (n *Node) cheapestHop(peers []*peer, target, src Address, exclude bool, sel
 	}
 	best, bestCost := greedy, math.Inf(1)
 	for _, p := range peers {
-		if exclude && p.addr == src {
+		if exclude && p.addr == src || p.retiring.Load() {
 			continue
 		}
 		d := Distance(p.addr, target)
