@@ -329,6 +329,23 @@ func (n *Node) onConnectReply(m *Message) {
 	n.spawn(func() { n.dial(m.Src, r.Sender.Endpoints, a) })
 }
 
+// onUnreachable: our connect request to the address in the payload found
+// no node there; give the attempt up now (it counts as a failure, with a
+// short backoff) instead of when it times out.
+func (n *Node) onUnreachable(m *Message) {
+	if len(m.Payload) != len(Address{}) {
+		n.stats.malformed.Add(1)
+		return
+	}
+	target := Address(m.Payload)
+	n.mu.Lock()
+	a := n.pending[target]
+	n.mu.Unlock()
+	if a != nil && !a.dialing {
+		n.failAttempt(target, a)
+	}
+}
+
 var errWrongPeer = errors.New("a different node answered")
 
 // Bounds on what peers can make a node hold: nodes heard of, and

@@ -139,7 +139,7 @@ func (n *Node) ringSidesLocked(k int) (succ, pred []Address) {
 		if _, linked := n.peers[a]; linked {
 			continue
 		}
-		if kn.failures > 0 && now-kn.failedAt < n.cfg.ConnectTimeout*time.Duration(min(kn.failures, 4)) {
+		if kn.failures > 0 && now-kn.failedAt < n.backoff(kn.failures) {
 			continue
 		}
 		cands = append(cands, a)
@@ -147,6 +147,14 @@ func (n *Node) ringSidesLocked(k int) (succ, pred []Address) {
 	succ = nearestBy(cands, k, func(a Address) Address { return Clockwise(n.addr, a) })
 	pred = nearestBy(cands, k, func(a Address) Address { return Clockwise(a, n.addr) })
 	return succ, pred
+}
+
+// backoff is how long a node that failed this many times in a row is
+// left out of the near candidates: short at first (it may just have been
+// joining, not yet routable), doubling up to 4 connect timeouts.
+func (n *Node) backoff(failures int) time.Duration {
+	d := 2 * n.cfg.MaintainInterval << min(failures-1, 8)
+	return min(d, 4*n.cfg.ConnectTimeout)
 }
 
 // nearestBy returns the k candidates with the smallest dist, smallest

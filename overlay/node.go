@@ -182,6 +182,7 @@ func New(self *security.Member, linker Linker, cfg Config, log *zap.Logger) (*No
 	n.Handle(TypeConnectReply, n.onConnectReply)
 	n.Handle(TypeEcho, n.onEcho)
 	n.Handle(TypeEchoReply, n.onReply)
+	n.Handle(TypeUnreachable, n.onUnreachable)
 	return n, nil
 }
 
@@ -443,6 +444,11 @@ func (n *Node) dispatch(msg []byte, h *Header, payload []byte, from *peer) error
 				return nil
 			}
 			n.stats.noRoute.Add(1)
+			if h.Type == TypeConnect && from != nil {
+				// Tell the requester at once rather than let its attempt
+				// time out: the node may still be joining.
+				n.Route(h.Src, 0, TypeUnreachable, h.Dst[:])
+			}
 			return ErrNoRoute
 		}
 		if from != nil {
