@@ -50,16 +50,20 @@ const MaxBroadcastPayload = MaxMessage - HeaderLen - broadcastHeaderLen
 // dropped whole (not delivered, not forwarded) and counted in
 // Counters.BroadcastDropped; Broadcast returns ErrBroadcastLimited.
 //
-// Src is not authenticated, so per-originator buckets are tracked for at
-// most broadcastOrigins originators; beyond that, new originators share
-// one bucket (forged sources cannot starve the known ones). The last
+// Src is not authenticated, so relayed broadcasts are limited per
+// neighbour that hands them over (its link is authenticated), at
+// broadcastLinkRate per second: a node forging originators can't drain
+// another originator's budget, and what it injects is bounded. Buckets
+// are tracked for at most broadcastOrigins keys; beyond that, new ones
+// share one bucket. The last
 // broadcastSeen broadcast IDs are remembered to drop a broadcast that a
 // badly behaved peer replays or sends twice.
 const (
-	broadcastRate    = 20
-	broadcastBurst   = 64
-	broadcastOrigins = 1024
-	broadcastSeen    = 1024
+	broadcastRate     = 20
+	broadcastBurst    = 64
+	broadcastLinkRate = 200 // relayed, per neighbour: all the ring's broadcasts may come one way
+	broadcastOrigins  = 1024
+	broadcastSeen     = 1024
 )
 
 // ErrBroadcastLimited is returned by Broadcast when this node's own
@@ -92,7 +96,7 @@ func (n *Node) Broadcast(t Type, payload []byte) error {
 	default:
 	}
 	id := rand.Uint64()
-	if !n.bcast.admit(n.addr, id, n.now(), broadcastBurst) {
+	if !n.bcast.admit(n.addr, n.addr, id, n.now(), broadcastBurst, broadcastRate) {
 		return ErrBroadcastLimited
 	}
 	h := Header{Type: TypeBroadcast, TTL: 1, Src: n.addr}
@@ -116,7 +120,7 @@ func (n *Node) onBroadcast(p *peer, pkt []byte, h *Header, payload []byte) {
 		n.stats.malformed.Add(1)
 		return
 	}
-	if !n.bcast.admit(h.Src, b.ID, n.now(), 2*broadcastBurst) {
+	if !n.bcast.admit(p.addr, h.Src, b.ID, n.now(), 2*broadcastLinkRate, broadcastLinkRate) {
 		n.stats.broadcastDropped.Add(1)
 		return
 	}
@@ -275,36 +279,38 @@ type bcastKey struct {
 }
 
 // admit reports whether a broadcast from src with this ID is new and
-// within src's rate limit (a bucket of burst); if so it is remembered.
-func (b *broadcaster) admit(src Address, id uint64, now time.Duration, burst float64) bool {
+// within the rate limit of key (a bucket of burst refilled at rate per
+// second); if so it is remembered.
+func (b *broadcaster) admit(key, src Address, id uint64, now time.Duration, burst, rate float64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.seen == nil {
 		b.seen = make(map[bcastKey]struct{}, broadcastSeen)
 		b.order = make([]bcastKey, 0, broadcastSeen)
 		b.buckets = make(map[Address]tokenBucket)
-		b.overflow = tokenBucket{tokens: 2 * broadcastBurst, last: now}
+		b.overflow = tokenBucket{tokens: 2 * broadcastBurst, last: now, rate: broadcastRate}
 	}
-	key := bcastKey{src, id}
-	if _, dup := b.seen[key]; dup {
+	seenKey := bcastKey{src, id}
+	if _, dup := b.seen[seenKey]; dup {
 		return false
 	}
-	if !b.take(src, now, burst) {
+	if !b.take(key, now, burst, rate) {
 		return false
 	}
+	key2 := seenKey
 	if len(b.order) < broadcastSeen {
-		b.order = append(b.order, key)
+		b.order = append(b.order, key2)
 	} else {
 		delete(b.seen, b.order[b.next])
-		b.order[b.next] = key
+		b.order[b.next] = key2
 		b.next = (b.next + 1) % broadcastSeen
 	}
-	b.seen[key] = struct{}{}
+	b.seen[key2] = struct{}{}
 	return true
 }
 
 // take takes a token from src's bucket; b.mu must be held.
-func (b *broadcaster) take(src Address, now time.Duration, burst float64) bool {
+func (b *broadcaster) take(src Address, now time.Duration, burst, rate float64) bool {
 	tb, ok := b.buckets[src]
 	if !ok {
 		if len(b.buckets) >= broadcastOrigins && now-b.lastSweep >= time.Second {
@@ -312,7 +318,7 @@ func (b *broadcaster) take(src Address, now time.Duration, burst float64) bool {
 			// back to a fresh bucket's state anyway.
 			b.lastSweep = now
 			for a, x := range b.buckets {
-				if x.level(now, 2*broadcastBurst) >= 2*broadcastBurst {
+				if x.level(now, burst) >= burst {
 					delete(b.buckets, a)
 				}
 			}
@@ -320,21 +326,22 @@ func (b *broadcaster) take(src Address, now time.Duration, burst float64) bool {
 		if len(b.buckets) >= broadcastOrigins {
 			return b.overflow.take(now, 2*broadcastBurst)
 		}
-		tb = tokenBucket{tokens: burst, last: now}
+		tb = tokenBucket{tokens: burst, last: now, rate: rate}
 	}
 	ok = tb.take(now, burst)
 	b.buckets[src] = tb
 	return ok
 }
 
-// tokenBucket refills at broadcastRate tokens per second.
+// tokenBucket refills at rate tokens per second.
 type tokenBucket struct {
 	tokens float64
 	last   time.Duration
+	rate   float64
 }
 
 func (t *tokenBucket) level(now time.Duration, burst float64) float64 {
-	return min(burst, t.tokens+broadcastRate*(now-t.last).Seconds())
+	return min(burst, t.tokens+t.rate*(now-t.last).Seconds())
 }
 
 func (t *tokenBucket) take(now time.Duration, burst float64) bool {

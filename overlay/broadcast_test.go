@@ -464,9 +464,9 @@ func TestNode_Broadcast(t *testing.T) {
 	})
 	takeDelivered()
 
-	// Relayed broadcasts beyond the per-originator limit are dropped.
+	// Relayed broadcasts beyond the per-neighbour limit are dropped.
 	before = n.Status().Counters
-	const burst = 3 * broadcastBurst
+	const burst = 3 * broadcastLinkRate
 	for i := range burst {
 		peers[0x05].link.Send(bcastMsg(a(0xc1), me, a(0xc0), 0x77, uint64(100+i), 0, ""))
 	}

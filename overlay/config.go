@@ -31,7 +31,8 @@ type Config struct {
 	// considered when Proximity is on.
 	FarCandidates int `mapstructure:"far_candidates"`
 	// MaxLinks caps the links this node keeps for its own reasons; surplus
-	// long links are trimmed. Links peers keep to us are not refused.
+	// long links are trimmed. Links peers keep to us are not refused, and
+	// shortcuts are not counted (the VPN bounds them).
 	MaxLinks int `mapstructure:"max_links"`
 	// MaintainInterval is how often the maintainers run.
 	MaintainInterval time.Duration `mapstructure:"maintain_interval"`

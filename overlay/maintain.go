@@ -507,9 +507,11 @@ func (n *Node) trim() {
 		}
 	}
 	// Over the cap: our own long links beyond it go, slowest first.
+	// Shortcuts don't count: the VPN bounds them itself, and letting them
+	// crowd out the long links would make routes long.
 	ours := 0
 	for _, p := range n.peers {
-		if p.kinds != 0 {
+		if p.kinds&^KindShortcut != 0 {
 			ours++
 		}
 	}

@@ -18,9 +18,11 @@ import (
 func newSimCommand(a *app) *cobra.Command {
 	o := sim.DefaultRunOptions()
 	var (
-		latency string
-		timeout time.Duration
-		asJSON  bool
+		latency   string
+		timeout   time.Duration
+		asJSON    bool
+		far, near int
+		maxLinks  int
 	)
 	cmd := &cobra.Command{
 		Use:   "sim [--nodes N] [--secure] [--latency plane|constant:RTT] [--churn F --churn-for D]",
@@ -54,6 +56,18 @@ Examples:
 				return usageErrorf("--latency %q: %v", latency, err)
 			}
 			o.Latency = model
+			if far != 0 || near != 0 || maxLinks != 0 {
+				o.Overlay = sim.OverlayFor(o.N)
+				if far != 0 {
+					o.Overlay.Far = far
+				}
+				if near != 0 {
+					o.Overlay.Near = near
+				}
+				if maxLinks != 0 {
+					o.Overlay.MaxLinks = maxLinks
+				}
+			}
 			if err := o.Validate(); err != nil {
 				return &usageError{err}
 			}
@@ -104,6 +118,9 @@ Examples:
 	f.Float64Var(&o.TimeScale, "time-scale", o.TimeScale, "stretch the nodes' intervals and timeouts by this factor, for runs this machine cannot carry in real time (latencies are not stretched)")
 	f.DurationVar(&timeout, "timeout", time.Hour, "give up, printing what was measured, after this long")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.IntVar(&far, "far", 0, "far links per node (overlay.far; 0: about log2(N)/2)")
+	f.IntVar(&near, "near", 0, "near links on each side (overlay.near; 0: the default)")
+	f.IntVar(&maxLinks, "max-links", 0, "links a node keeps for its own reasons (overlay.max_links; 0: the default)")
 	return cmd
 }
 

@@ -106,21 +106,27 @@ func (v *VPN) onBroadcast(m *overlay.Message) {
 		return // our own, back from the ring
 	}
 	now := time.Now()
+	// Cheap checks first, so junk can't spend the signature budget.
+	rec, err := dht.ParseRecord(m.Payload)
+	if err != nil || rec.Namespace != NamespaceBroadcast || !checkBroadcastName(rec.Name, m.Src) {
+		v.stats.dropMalformed.Add(1)
+		return
+	}
+	if rec.Expires.After(now.Add(broadcastTTL+5*time.Second)) || !now.Before(rec.Expires) {
+		v.stats.dropSpoofed.Add(1) // outside the window: a replay, or a clock far off
+		return
+	}
 	b := &v.bcast
 	b.mu.Lock()
-	ok := take(&b.checkTok, &b.checkAt, maxVerifiesPerSecond, now)
+	_, seen := b.seen[rec.Name]
+	ok := !seen && take(&b.checkTok, &b.checkAt, maxVerifiesPerSecond, now)
 	b.mu.Unlock()
 	if !ok {
 		v.stats.dropBroadcast.Add(1)
 		return
 	}
-	rec, err := dht.ParseRecord(m.Payload)
-	if err != nil || rec.Namespace != NamespaceBroadcast {
-		v.stats.dropMalformed.Add(1)
-		return
-	}
 	member, err := v.verify.Verify(rec.Key(), rec, now)
-	if err != nil || member.Address != m.Src || rec.Expires.After(now.Add(broadcastTTL+time.Minute)) {
+	if err != nil || member.Address != m.Src {
 		v.stats.dropSpoofed.Add(1)
 		if ce := v.log.Check(zap.DebugLevel, "broadcast refused"); ce != nil {
 			ce.Write(zap.Stringer("src", m.Src), zap.Error(err))

@@ -45,6 +45,9 @@ type Config struct {
 	BroadcastRate int `mapstructure:"broadcast_rate"`
 }
 
+// MaxBroadcastRate is what the ring's broadcast passes from one member.
+const MaxBroadcastRate = 20
+
 // Default returns the defaults.
 func Default() Config {
 	return Config{
@@ -83,7 +86,7 @@ func (c Config) Validate() error {
 	check(c.QueueLen >= 1 && c.QueueLen <= 4096, "vpn.queue_len: %d not in [1,4096]", c.QueueLen)
 	between("record_ttl", c.RecordTTL, 10*time.Second, 24*time.Hour)
 	check(c.MaxPeers >= 16 && c.MaxPeers <= 1_000_000, "vpn.max_peers: %d not in [16,1000000]", c.MaxPeers)
-	check(c.BroadcastRate >= 0 && c.BroadcastRate <= 10000, "vpn.broadcast_rate: %d not in [0,10000]", c.BroadcastRate)
+	check(c.BroadcastRate >= 0 && c.BroadcastRate <= MaxBroadcastRate, "vpn.broadcast_rate: %d not in [0,%d] (the ring passes at most %d broadcasts a second from one member)", c.BroadcastRate, MaxBroadcastRate, MaxBroadcastRate)
 	return errors.Join(errs...)
 }
 

@@ -1,6 +1,7 @@
 package vpn
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/netip"
@@ -38,15 +39,25 @@ type remote struct {
 	packetsIn   atomic.Uint64
 	lastActive  atomic.Int64 // unix ns of the last packet either way
 
-	mu         sync.Mutex
-	member     *security.Member // from its certificate, once known
-	opening    bool
-	queue      [][]byte
-	failedAt   time.Time
-	shortcut   bool // we asked the ring for a shortcut
-	extra      []*security.Link
-	ipsLearned bool
+	mu       sync.Mutex
+	member   *security.Member // from its certificate, once known
+	opening  bool
+	queue    [][]byte
+	failedAt time.Time
+	shortcut bool // we asked the ring for a shortcut
+	// previous is the session a newer one replaced (both sides opened
+	// one); it keeps receiving until previousUntil, then closes.
+	previous      *security.Link
+	previousUntil time.Time
+	learnedUntil  time.Time // when to take the member's IPs in again
 }
+
+// sessionDrain is how long a replaced session still receives.
+const sessionDrain = 10 * time.Second
+
+// maxResolving bounds the DHT lookups of virtual IPs in flight: every
+// new destination starts one, and local programs choose destinations.
+const maxResolving = 64
 
 func (r *remote) touch(now time.Time) { r.lastActive.Store(now.UnixNano()) }
 
@@ -56,12 +67,12 @@ func (r *remote) close() {
 		l.Close()
 	}
 	r.mu.Lock()
-	extra := r.extra
-	r.extra = nil
+	prev := r.previous
+	r.previous = nil
 	r.queue = nil
 	r.mu.Unlock()
-	for _, l := range extra {
-		l.Close()
+	if prev != nil {
+		prev.Close()
 	}
 }
 
@@ -88,8 +99,12 @@ func (v *VPN) route(ip netip.Addr, pkt []byte) *remote {
 		return r
 	}
 	if m == nil {
-		if len(v.byIP) >= v.cfg.MaxPeers {
-			v.evictLocked(now)
+		if len(v.byIP) >= v.cfg.MaxPeers || v.resolving.Load() >= maxResolving {
+			// Full (the housekeeper makes room), or too many lookups
+			// under way: drop rather than hold state for every address.
+			v.mu.Unlock()
+			v.stats.dropUnresolved.Add(1)
+			return nil
 		}
 		m = &mapping{}
 		v.byIP[ip] = m
@@ -97,8 +112,9 @@ func (v *VPN) route(ip netip.Addr, pkt []byte) *remote {
 	switch {
 	case m.remote != nil:
 		// Stale: keep using it while a fresh lookup runs.
-		if !m.resolving {
+		if !m.resolving && v.resolving.Load() < maxResolving {
 			m.resolving = true
+			v.resolving.Add(1)
 			v.spawn(func() { v.resolve(ip) })
 		}
 		r := m.remote
@@ -112,9 +128,12 @@ func (v *VPN) route(ip netip.Addr, pkt []byte) *remote {
 		}
 	case now.Before(m.expires): // nobody claims it, recently
 		v.stats.dropUnresolved.Add(1)
+	case v.resolving.Load() >= maxResolving:
+		v.stats.dropUnresolved.Add(1)
 	default:
 		m.resolving = true
 		m.queue = append(m.queue, slices.Clone(pkt))
+		v.resolving.Add(1)
 		v.spawn(func() { v.resolve(ip) })
 	}
 	v.mu.Unlock()
@@ -123,6 +142,7 @@ func (v *VPN) route(ip netip.Addr, pkt []byte) *remote {
 
 // resolve looks ip up in the DHT and sends what waited for it.
 func (v *VPN) resolve(ip netip.Addr) {
+	defer v.resolving.Add(-1)
 	ctx, cancel := context.WithTimeout(v.ctx, v.cfg.ResolveTimeout)
 	defer cancel()
 	member, err := v.lookup(ctx, ip)
@@ -142,12 +162,13 @@ func (v *VPN) resolve(ip netip.Addr) {
 		v.stats.resolved.Add(1)
 		r = v.remoteLocked(member.Address)
 		m.remote, m.expires = r, now.Add(v.cfg.CacheTTL)
-	case errors.Is(err, dht.ErrNotFound) || errors.Is(err, dht.ErrBadRecord):
+	case (errors.Is(err, dht.ErrNotFound) || errors.Is(err, dht.ErrBadRecord)) && m.remote == nil:
 		v.stats.resolveFailed.Add(1)
-		m.remote, m.expires = nil, now.Add(v.cfg.NegativeTTL)
+		m.expires = now.Add(v.cfg.NegativeTTL)
 	default:
-		// No answer (the ring is healing, say): keep an old mapping,
-		// try again on the next packet.
+		// No answer (the ring is healing, say), or an answer that takes
+		// back what we knew (one storing node can be wrong or lie): keep
+		// the old mapping and ask again soon.
 		v.stats.resolveFailed.Add(1)
 		if m.remote != nil {
 			m.expires = now.Add(v.cfg.NegativeTTL)
@@ -184,9 +205,12 @@ func (v *VPN) lookup(ctx context.Context, ip netip.Addr) (*security.Member, erro
 // learn records that member, who just sent us an authentic packet, owns
 // the IPs of its certificate: replies need no lookup.
 func (v *VPN) learn(r *remote, member *security.Member) {
+	now := time.Now()
 	r.mu.Lock()
-	learned := r.ipsLearned
-	r.ipsLearned = true
+	learned := now.Before(r.learnedUntil)
+	if !learned {
+		r.learnedUntil = now.Add(v.cfg.CacheTTL / 2)
+	}
 	if r.member == nil {
 		r.member = member
 	}
@@ -194,12 +218,15 @@ func (v *VPN) learn(r *remote, member *security.Member) {
 	if learned {
 		return
 	}
-	exp := time.Now().Add(v.cfg.CacheTTL)
+	exp := now.Add(v.cfg.CacheTTL)
 	v.mu.Lock()
 	for _, p := range member.IPs {
 		ip := p.Addr()
 		m := v.byIP[ip]
 		if m == nil {
+			if len(v.byIP) >= v.cfg.MaxPeers {
+				continue
+			}
 			m = &mapping{}
 			v.byIP[ip] = m
 		}
@@ -277,6 +304,12 @@ func (v *VPN) open(r *remote) {
 	if _, linked := v.node.Linked(r.addr); !linked {
 		l, err = v.pipes.Dial(ctx, r.addr, overlay.Address{})
 	}
+	if l != nil {
+		// Adopted before the queue is taken: a packet arriving meanwhile
+		// finds the session rather than opening another.
+		v.stats.sessionsOpened.Add(1)
+		v.adopt(r, l)
+	}
 	r.mu.Lock()
 	queue := r.queue
 	r.queue, r.opening = nil, false
@@ -291,10 +324,6 @@ func (v *VPN) open(r *remote) {
 			v.log.Info("no session to member", zap.Stringer("member", r.addr), zap.Error(err))
 		}
 		return
-	}
-	if l != nil {
-		v.stats.sessionsOpened.Add(1)
-		v.adopt(r, l)
 	}
 	for _, pkt := range queue {
 		// Straight to the link or session: not back into the queue.
@@ -328,8 +357,12 @@ func (v *VPN) adopt(r *remote, l *security.Link) {
 	old := r.session.Swap(l)
 	if old != nil && old != l {
 		r.mu.Lock()
-		r.extra = append(r.extra, old)
+		prev := r.previous
+		r.previous, r.previousUntil = old, time.Now().Add(sessionDrain)
 		r.mu.Unlock()
+		if prev != nil && prev != l {
+			prev.Close() // at most one session drains: a peer can't pile them up
+		}
 	}
 	v.spawn(func() {
 		select {
@@ -395,11 +428,15 @@ func (v *VPN) publish() bool {
 		case errors.Is(err, dht.ErrExists):
 			ok = false
 			v.log.Error("another member claims our virtual IP; the group CA issued it twice", zap.Stringer("ip", ip), zap.Error(err))
-		default:
+		case errors.Is(err, dht.ErrTimeout) || errors.Is(err, dht.ErrNotFound) || errors.Is(err, dht.ErrClosed):
 			ok = false
 			if v.ctx.Err() == nil {
 				v.log.Debug("virtual IP not published yet", zap.Stringer("ip", ip), zap.Error(err))
 			}
+		default:
+			// Refused, too large, bad: retrying won't help by itself.
+			ok = false
+			v.log.Warn("virtual IP not published: other members can't reach this one by it", zap.Stringer("ip", ip), zap.Error(err))
 		}
 	}
 	return ok
@@ -423,6 +460,7 @@ func (v *VPN) houseLoop() {
 
 func (v *VPN) housekeep(now time.Time, tick time.Duration) {
 	v.mu.Lock()
+	v.evictLocked(now)
 	remotes := make([]*remote, 0, len(v.byAddr))
 	shortcuts := 0
 	for _, r := range v.byAddr {
@@ -434,64 +472,71 @@ func (v *VPN) housekeep(now time.Time, tick time.Duration) {
 		r.mu.Unlock()
 	}
 	v.mu.Unlock()
-	perTick := uint64(v.cfg.ShortcutPackets) * uint64(tick) / uint64(time.Second)
+	perTick := max(1, uint64(v.cfg.ShortcutPackets)*uint64(tick)/uint64(time.Second))
 	for _, r := range remotes {
-		sent := r.sent.Swap(0) + r.heard.Swap(0)
+		packets := r.sent.Swap(0) + r.heard.Swap(0)
 		idle := now.Sub(time.Unix(0, r.lastActive.Load()))
+		_, linked := v.node.Linked(r.addr)
+
 		r.mu.Lock()
+		ask, release := false, false
 		switch {
-		case !r.shortcut && v.cfg.ShortcutPackets > 0 && sent >= max(1, perTick) && shortcuts < v.cfg.MaxShortcuts:
-			r.shortcut = true
+		case !r.shortcut && v.cfg.ShortcutPackets > 0 && packets >= perTick && shortcuts < v.cfg.MaxShortcuts:
+			r.shortcut, ask = true, true
 			shortcuts++
-			r.mu.Unlock()
-			v.stats.shortcutsAsked.Add(1)
-			v.log.Debug("asking for a shortcut", zap.Stringer("member", r.addr), zap.Uint64("packets", sent))
-			v.node.Shortcut(r.addr)
-			continue
 		case r.shortcut && idle > v.cfg.ShortcutIdle:
-			r.shortcut = false
-			r.mu.Unlock()
-			v.node.DropShortcut(r.addr)
-			continue
-		case r.shortcut:
-			// Keep asking until the link is there (an attempt may fail).
-			if _, linked := v.node.Linked(r.addr); !linked && sent > 0 {
-				r.mu.Unlock()
-				v.node.Shortcut(r.addr)
-				continue
-			}
+			r.shortcut, release = false, true
+		case r.shortcut && !linked && packets > 0:
+			ask = true // keep asking until the link is there
+		}
+		var drained *security.Link
+		if r.previous != nil && now.After(r.previousUntil) {
+			drained, r.previous = r.previous, nil
 		}
 		r.mu.Unlock()
-		if l := r.session.Load(); l != nil {
-			if _, linked := v.node.Linked(r.addr); linked && idle > v.cfg.ShortcutIdle {
-				// The direct link carries everything: the session can go.
-				if r.session.CompareAndSwap(l, nil) {
-					l.Close()
-				}
+
+		if drained != nil {
+			drained.Close()
+		}
+		switch {
+		case ask:
+			v.stats.shortcutsAsked.Add(1)
+			v.log.Debug("asking for a shortcut", zap.Stringer("member", r.addr), zap.Uint64("packets", packets))
+			v.node.Shortcut(r.addr)
+		case release:
+			v.node.DropShortcut(r.addr)
+		}
+		if l := r.session.Load(); l != nil && linked && idle > v.cfg.ShortcutIdle {
+			// The direct link carries everything: the session can go.
+			if r.session.CompareAndSwap(l, nil) {
+				l.Close()
 			}
 		}
 	}
 }
 
-// evictLocked forgets the longest-idle half of the mappings; v.mu held.
+// evictLocked keeps the tables within vpn.max_peers: expired negative
+// entries go, then the mappings of the longest idle members; members no
+// mapping names and idle past vpn.shortcut_idle are forgotten. v.mu held.
 func (v *VPN) evictLocked(now time.Time) {
-	type aged struct {
-		ip  netip.Addr
-		age time.Duration
-	}
-	all := make([]aged, 0, len(v.byIP))
 	for ip, m := range v.byIP {
-		var age time.Duration
-		if m.remote != nil {
-			age = now.Sub(time.Unix(0, m.remote.lastActive.Load()))
-		} else {
-			age = time.Duration(1<<62 - 1)
+		if m.remote == nil && !m.resolving && now.After(m.expires) {
+			delete(v.byIP, ip)
 		}
-		all = append(all, aged{ip, age})
 	}
-	slices.SortFunc(all, func(a, b aged) int { return int((b.age - a.age) >> 32) })
-	for _, a := range all[:len(all)/2] {
-		if m := v.byIP[a.ip]; !m.resolving {
+	if over := len(v.byIP) - v.cfg.MaxPeers*9/10; over > 0 {
+		type aged struct {
+			ip  netip.Addr
+			age time.Duration
+		}
+		all := make([]aged, 0, len(v.byIP))
+		for ip, m := range v.byIP {
+			if m.remote != nil && !m.resolving {
+				all = append(all, aged{ip, now.Sub(time.Unix(0, m.remote.lastActive.Load()))})
+			}
+		}
+		slices.SortFunc(all, func(a, b aged) int { return cmp.Compare(b.age, a.age) })
+		for _, a := range all[:min(over, len(all))] {
 			delete(v.byIP, a.ip)
 		}
 	}
@@ -502,7 +547,15 @@ func (v *VPN) evictLocked(now time.Time) {
 	for addr, r := range v.byAddr {
 		if !used[r] && now.Sub(time.Unix(0, r.lastActive.Load())) > v.cfg.ShortcutIdle {
 			delete(v.byAddr, addr)
-			v.spawn(r.close)
+			v.spawn(func() {
+				r.mu.Lock()
+				asked := r.shortcut
+				r.mu.Unlock()
+				if asked {
+					v.node.DropShortcut(r.addr)
+				}
+				r.close()
+			})
 		}
 	}
 }

@@ -111,6 +111,9 @@ func (c Config) Validate() error {
 		if err := c.VPN.Config.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+		if c.VPN.RecordTTL > c.DHT.MaxTTL {
+			errs = append(errs, fmt.Errorf("vpn.record_ttl: %v is longer than dht.max_ttl (%v), so no node would store the records", c.VPN.RecordTTL, c.DHT.MaxTTL))
+		}
 		if len(c.TAP.Name) > 15 {
 			errs = append(errs, fmt.Errorf("tap.name: %q is longer than 15 bytes, the kernel's limit", c.TAP.Name))
 		}
