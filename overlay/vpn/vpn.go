@@ -79,6 +79,7 @@ type VPN struct {
 	writeBufs sync.Pool // *[1][]byte, so a device write allocates nothing
 	started   time.Time
 	bcast     bcastState
+	resolving atomic.Int32 // DHT lookups in flight (peers.go)
 
 	mu     sync.Mutex
 	closed bool
