@@ -22,7 +22,6 @@ import (
 // short test intervals: the ring must converge, every sampled echo and
 // every DHT get must succeed, and a new node must become routable.
 func TestRun_Static64(t *testing.T) {
-	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep, err := sim.Run(ctx, sim.RunOptions{
@@ -94,7 +93,6 @@ func TestRun_Static64(t *testing.T) {
 // leaves room for the race detector's slowdown. With one retry every
 // echo must get through.
 func TestRun_Churn(t *testing.T) {
-	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep, err := sim.Run(ctx, sim.RunOptions{
