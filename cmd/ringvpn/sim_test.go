@@ -15,7 +15,6 @@ func TestRun_Sim(t *testing.T) {
 	args := []string{"sim", "--nodes", "24", "--latency", "constant:5ms", "--pairs", "600",
 		"--dht-keys", "10", "--join-trials", "1", "--seed", "2", "--timeout", "50s"}
 	t.Run("table", func(t *testing.T) {
-
 		out := simOK(t, args...)
 		for _, want := range []string{
 			"ringvpn sim: 24 nodes, plain links, latency constant 5ms RTT, seed 2",
@@ -30,7 +29,6 @@ func TestRun_Sim(t *testing.T) {
 		}
 	})
 	t.Run("json", func(t *testing.T) {
-
 		out := simOK(t, append(args, "--json", "--join-trials", "0")...)
 		var rep sim.Report
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
