@@ -38,13 +38,32 @@ type Config struct {
 	// Addresses are the interface's IPv4 and IPv6 addresses with their
 	// prefix lengths, e.g. 10.77.0.1/24 and fd77::1/64.
 	Addresses []netip.Prefix `mapstructure:"addresses"`
+	// Offload is OffloadOn (the default; "" means the same) or
+	// OffloadOff. On, the kernel hands the device TCP super-segments of
+	// up to 64 KB and takes them from it (see package tap/offload), so a
+	// read or a write system call moves dozens of segments; off, one
+	// frame per system call. The zero value is on so that callers that
+	// build a Config field by field get it too.
+	Offload Offload `mapstructure:"offload"`
 }
+
+// Offload selects the segmentation offloads of a TAP device.
+type Offload string
+
+// Offload modes.
+const (
+	OffloadOn  Offload = "on"
+	OffloadOff Offload = "off"
+)
+
+// Enabled reports whether o asks for offloads.
+func (o Offload) Enabled() bool { return o != OffloadOff }
 
 // Default returns the defaults documented in configs/ringvpn.yaml. The MTU
 // of 1300 leaves 200 bytes of a 1500-byte path for the inner Ethernet
 // header, the overlay and record headers, and outer IPv6 and UDP.
 func Default() Config {
-	return Config{Name: "ringvpn0", MTU: 1300}
+	return Config{Name: "ringvpn0", MTU: 1300, Offload: OffloadOn}
 }
 
 // Validate reports every invalid field, naming its configuration key.
@@ -55,6 +74,9 @@ func (c Config) Validate() error {
 	}
 	if c.MTU < MinMTU || c.MTU > MaxMTU {
 		errs = append(errs, fmt.Errorf("tap.mtu: %d not in [%d,%d]", c.MTU, MinMTU, MaxMTU))
+	}
+	if c.Offload != "" && c.Offload != OffloadOn && c.Offload != OffloadOff {
+		errs = append(errs, fmt.Errorf("tap.offload: %q is not %q or %q", c.Offload, OffloadOn, OffloadOff))
 	}
 	if len(c.MAC) != 0 {
 		switch {

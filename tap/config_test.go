@@ -42,6 +42,9 @@ func TestConfig_Validate(t *testing.T) {
 		{"multicast address", func(c *Config) { c.Addresses = []netip.Prefix{p("224.0.0.1/4")} }, []string{"tap.addresses:", "unicast"}},
 		{"unspecified address", func(c *Config) { c.Addresses = []netip.Prefix{p("::/0")} }, []string{"tap.addresses:", "unicast"}},
 		{"duplicate address", func(c *Config) { c.Addresses = []netip.Prefix{p("10.0.0.1/24"), p("10.0.0.1/16")} }, []string{"tap.addresses: 10.0.0.1 is listed twice"}},
+		{"offload on", func(c *Config) { c.Offload = OffloadOn }, nil},
+		{"offload off", func(c *Config) { c.Offload = OffloadOff }, nil},
+		{"offload unknown", func(c *Config) { c.Offload = "yes" }, []string{`tap.offload: "yes" is not "on" or "off"`}},
 		{"every error at once", func(c *Config) { c.Name = strings.Repeat("a", 20); c.MTU = 10; c.MAC = MAC{1, 2, 3, 4, 5, 6} }, []string{"tap.name:", "tap.mtu: 10 not in", "tap.mac:"}},
 	}
 	for _, tt := range tests {

@@ -22,12 +22,17 @@ type Device interface {
 	// sizes[i] bytes long. It returns how many frames it read, at least 1
 	// unless err != nil. Each bufs[i][offset:] must hold FrameLen(MTU())
 	// bytes, else Read fails with io.ErrShortBuffer. A frame larger than
-	// the MTU allows (which the kernel does not send) is dropped.
+	// the MTU allows (which the kernel does not send) is returned in
+	// bufs[0] if it fits there, and dropped otherwise.
 	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
-	// Write writes the frames bufs[i][offset:] in order and returns how
-	// many it wrote; on an error, frames n+1.. were not written.
+	// Write writes the frames bufs[i][offset:] and returns how many it
+	// wrote. Frames of one flow keep their order; a device with offloads
+	// may merge a TCP flow's segments and so write another flow's frame
+	// first. On an error, the n frames written need not be the first n.
+	// Write does not modify the frames.
 	Write(bufs [][]byte, offset int) (n int, err error)
-	// BatchSize is the most frames one Read returns.
+	// BatchSize is the most frames one Read returns, and a good batch
+	// for Write.
 	BatchSize() int
 	// MTU is the IP MTU of the interface: the largest frame payload,
 	// without the 14-byte Ethernet header.

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ringvpn/ringvpn/tap/frame"
+	"github.com/ringvpn/ringvpn/tap/offload"
 	"github.com/ringvpn/ringvpn/tap/taptest"
 )
 
@@ -96,7 +97,7 @@ func TestOpen_ConfiguresDevice(t *testing.T) {
 		MAC:       MAC(mac),
 		Addresses: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24"), netip.MustParsePrefix("fd77::1/64"), netip.MustParsePrefix("10.78.0.1/32")},
 	})
-	if d.Name() != "rvtest0" || d.MTU() != 1400 || !bytes.Equal(d.MAC(), mac) || d.BatchSize() != 1 {
+	if d.Name() != "rvtest0" || d.MTU() != 1400 || !bytes.Equal(d.MAC(), mac) || d.BatchSize() != offload.MaxSegments {
 		t.Errorf("device %s: mtu %d, mac %v, batch %d", d.Name(), d.MTU(), d.MAC(), d.BatchSize())
 	}
 
@@ -199,6 +200,12 @@ func TestDevice_CloseUnblocksRead(t *testing.T) {
 // request, writes the echo reply, which the kernel delivers to the pinging
 // socket.
 func TestDevice_Ping(t *testing.T) {
+	for _, mode := range []Offload{OffloadOn, OffloadOff} {
+		t.Run("offload "+string(mode), func(t *testing.T) { testPing(t, mode) })
+	}
+}
+
+func testPing(t *testing.T, mode Offload) {
 	peerMAC := net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x02}
 	self, peer := netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")
 	d := openTestTAP(t, Config{
@@ -206,6 +213,7 @@ func TestDevice_Ping(t *testing.T) {
 		MTU:       1400,
 		MAC:       MAC(MACFromBytes([]byte(t.Name()))),
 		Addresses: []netip.Prefix{netip.PrefixFrom(self, 24), netip.MustParsePrefix("fd77::1/64")},
+		Offload:   mode,
 	})
 	if _, err := d.Read([][]byte{make([]byte, FrameLen(1400))}, []int{0}, 1); !errors.Is(err, io.ErrShortBuffer) {
 		t.Errorf("Read into a buffer too short for the MTU = %v, want io.ErrShortBuffer", err)
@@ -464,7 +472,13 @@ func TestDevice_PathMTU(t *testing.T) {
 }
 
 func TestDevice_WriteNoAllocs(t *testing.T) {
-	d := openTestTAP(t, Config{Name: "rvtest0", MTU: 1400, Addresses: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}})
+	for _, mode := range []Offload{OffloadOn, OffloadOff} {
+		t.Run("offload "+string(mode), func(t *testing.T) { testWriteNoAllocs(t, mode) })
+	}
+}
+
+func testWriteNoAllocs(t *testing.T, mode Offload) {
+	d := openTestTAP(t, Config{Name: "rvtest0", MTU: 1400, Addresses: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}, Offload: mode})
 	// A gratuitous ARP from a peer, behind 32 bytes of header room.
 	peerMAC := net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x02}
 	peer := netip.MustParseAddr("10.77.0.2")

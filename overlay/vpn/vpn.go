@@ -76,7 +76,8 @@ type VPN struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	stats     counters
-	writeBufs sync.Pool // *[1][]byte, so a device write allocates nothing
+	writeBufs sync.Pool // *[1][]byte, so a direct device write allocates nothing
+	wq        *writeQueue
 	started   time.Time
 	bcast     bcastState
 	resolving atomic.Int32 // DHT lookups in flight (peers.go)
@@ -118,6 +119,7 @@ func New(p Params) (*VPN, error) {
 		started:   time.Now(),
 	}
 	v.writeBufs.New = func() any { return new([1][]byte) }
+	v.wq = newWriteQueue(writeQueueLen, tap.FrameLen(v.maxPacket))
 	return v, nil
 }
 
@@ -127,6 +129,7 @@ func (v *VPN) Start() {
 	v.node.HandleData(v.receive)
 	v.node.Handle(TypeBroadcast, v.onBroadcast)
 	v.spawn(v.readLoop)
+	v.spawn(v.writeLoop)
 	v.spawn(v.acceptLoop)
 	v.spawn(v.publishLoop)
 	v.spawn(v.houseLoop)
@@ -165,15 +168,17 @@ func (v *VPN) spawn(f func()) {
 }
 
 // readLoop reads frames from the device and sends each on its way.
+// (Reading the next batch while another goroutine sends this one was
+// tried: no faster, as sending is most of the work.)
 func (v *VPN) readLoop() {
-	batch := max(1, v.dev.BatchSize())
-	bufs := make([][]byte, batch)
-	sizes := make([]int, batch)
+	size := max(1, v.dev.BatchSize())
+	bufs, sizes := make([][]byte, size), make([]int, size)
 	for i := range bufs {
-		// Room for the largest frame a device hands over, not just the
-		// MTU: a frame is never cut short.
-		bufs[i] = make([]byte, headroom+65535)
+		bufs[i] = make([]byte, headroom+tap.FrameLen(v.maxPacket))
 	}
+	// Room in the first for the largest frame a device hands over, not
+	// just the MTU: a frame is never cut short.
+	bufs[0] = make([]byte, headroom+65535)
 	for {
 		n, err := v.dev.Read(bufs, sizes, headroom)
 		if err != nil {
@@ -188,21 +193,70 @@ func (v *VPN) readLoop() {
 	}
 }
 
-// writeFrame writes one frame to the device.
+// writeFrame queues a copy of frame for the device, or writes it at once
+// if the device is idle; the caller keeps frame. It never waits for
+// queued frames: when writeLoop falls behind, the frame is dropped and
+// counted.
 func (v *VPN) writeFrame(frame []byte) {
-	b := v.writeBufs.Get().(*[1][]byte)
-	b[0] = frame
-	_, err := v.dev.Write(b[:], 0)
-	b[0] = nil
-	v.writeBufs.Put(b)
-	if err != nil {
-		v.stats.writeFailed.Add(1)
-		if ce := v.log.Check(zap.DebugLevel, "device write failed"); ce != nil {
-			ce.Write(zap.Error(err))
-		}
+	if len(frame) > v.wq.slotLen {
+		// Larger than the device's MTU allows (a peer with a larger one):
+		// rare, so written at once rather than queued in larger buffers.
+		v.writeDirect(frame)
 		return
 	}
-	v.stats.framesIn.Add(1)
+	inline, ok := v.wq.push(frame, time.Since(v.started))
+	switch {
+	case inline:
+		v.writeDirect(frame)
+		v.wq.done()
+	case !ok:
+		v.stats.dropQueueFull.Add(1)
+	}
+}
+
+// writeDirect writes one frame to the device from the calling goroutine.
+func (v *VPN) writeDirect(frame []byte) {
+	b := v.writeBufs.Get().(*[1][]byte)
+	b[0] = frame
+	n, err := v.dev.Write(b[:], 0)
+	b[0] = nil
+	v.writeBufs.Put(b)
+	v.countWritten(1, n, err)
+}
+
+// writeLoop writes the queued frames to the device: all there are, up to
+// writeBatch, in one Write, so that a device with offloads merges the
+// segments of a TCP flow into one system call.
+func (v *VPN) writeLoop() {
+	bufs := make([][]byte, writeBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 0, v.wq.slotLen)
+	}
+	for {
+		n := v.wq.take(bufs)
+		if n == 0 {
+			select {
+			case <-v.wq.ready:
+				continue
+			case <-v.ctx.Done():
+				return
+			}
+		}
+		written, err := v.dev.Write(bufs[:n], 0)
+		v.wq.done()
+		v.countWritten(n, written, err)
+	}
+}
+
+// countWritten counts a device write of n frames that wrote written.
+func (v *VPN) countWritten(n, written int, err error) {
+	v.stats.framesIn.Add(uint64(written))
+	if err != nil {
+		v.stats.writeFailed.Add(uint64(n - written))
+		if ce := v.log.Check(zap.DebugLevel, "device write failed"); ce != nil {
+			ce.Write(zap.Int("frames", n-written), zap.Error(err))
+		}
+	}
 }
 
 // isOwn reports whether ip is one of this member's virtual IPs.

@@ -124,6 +124,7 @@ func openVPN(cfg Config, n *Node, verify dht.Verifier, log *zap.Logger) (*vpn.VP
 		MTU:       mtu,
 		MAC:       tap.MAC(tap.MACFromBytes(self.Address[:])),
 		Addresses: self.IPs,
+		Offload:   cfg.TAP.Offload,
 	}, log)
 	if err != nil {
 		return nil, err
