@@ -330,8 +330,7 @@ func (n *Node) onConnectReply(m *Message) {
 }
 
 // onUnreachable: our connect request to the address in the payload found
-// no node there; give the attempt up now (it counts as a failure, with a
-// short backoff) instead of when it times out.
+// no node there; give the attempt up now instead of when it times out.
 func (n *Node) onUnreachable(m *Message) {
 	if len(m.Payload) != len(Address{}) {
 		n.stats.malformed.Add(1)
@@ -339,10 +338,17 @@ func (n *Node) onUnreachable(m *Message) {
 	}
 	target := Address(m.Payload)
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	a := n.pending[target]
-	n.mu.Unlock()
-	if a != nil && !a.dialing {
-		n.failAttempt(target, a)
+	if a == nil || a.dialing {
+		return
+	}
+	delete(n.pending, target)
+	// Not a failure of the node (it may be joining): wait the shortest
+	// backoff, without growing it, as answers come back in milliseconds.
+	if k := n.known[target]; k != nil {
+		k.failures = max(k.failures, 1)
+		k.failedAt = n.now()
 	}
 }
 

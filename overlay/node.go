@@ -91,8 +91,8 @@ type peer struct {
 	since  time.Time
 
 	lastHeard atomic.Int64 // node clock, ns
-	// retiring: neither side keeps the link; routing avoids it while
-	// both sides notice, then trim closes it (nothing in flight is lost).
+	// retiring: neither side keeps the link; trim closes it after a drain
+	// period, so what is in flight on it still arrives.
 	retiring atomic.Bool
 	rtt      atomic.Int64 // smoothed, ns; 0 until measured
 	bytesIn  atomic.Uint64
@@ -501,9 +501,6 @@ func (n *Node) nextHop(target, src Address, exclude, origin bool) *peer {
 		if p.addr == target {
 			return p
 		}
-		if p.retiring.Load() {
-			continue
-		}
 		d := Distance(p.addr, target)
 		if best == nil || d.Compare(bestD) < 0 {
 			best, bestD = p, d
@@ -543,7 +540,7 @@ func (n *Node) cheapestHop(peers []*peer, target, src Address, exclude bool, sel
 	}
 	best, bestCost := greedy, math.Inf(1)
 	for _, p := range peers {
-		if exclude && p.addr == src || p.retiring.Load() {
+		if exclude && p.addr == src {
 			continue
 		}
 		d := Distance(p.addr, target)
@@ -678,26 +675,25 @@ func (n *Node) Endpoints() []netip.AddrPort {
 	return append(eps, loopback...)[:min(len(eps)+len(loopback), maxEndpoints)]
 }
 
-// InRing reports whether the node has near neighbours on both sides.
+// InRing reports whether the node is linked to its ring neighbours on
+// both sides, as far as it knows.
 func (n *Node) InRing() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.inRingLocked()
 }
 
+// inRingLocked: the nearest known node clockwise and the nearest
+// counter-clockwise are both near links. (Not "a near link in each half
+// of the ring": in a small ring the successor may be more than half the
+// ring away.) n.mu must be held.
 func (n *Node) inRingLocked() bool {
-	var succ, pred bool
-	for _, p := range n.peers {
-		if p.kinds&KindNear == 0 {
-			continue
-		}
-		if Clockwise(n.addr, p.addr).Compare(Clockwise(p.addr, n.addr)) <= 0 {
-			succ = true
-		} else {
-			pred = true
-		}
+	succ, pred := n.ringSidesLocked(1)
+	if len(succ) == 0 || len(pred) == 0 {
+		return false
 	}
-	return succ && pred
+	s, p := n.peers[succ[0]], n.peers[pred[0]]
+	return s != nil && p != nil && s.kinds&KindNear != 0 && p.kinds&KindNear != 0
 }
 
 // newID returns a request ID; n.mu must be held.
