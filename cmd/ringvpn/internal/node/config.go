@@ -58,6 +58,16 @@ type TAPConfig struct {
 	Offload tap.Offload `mapstructure:"offload"`
 }
 
+// device is the tap.Config of the interface, with the certificate's
+// addresses and the member's MAC; MTU 0 becomes vpn.DefaultMTU.
+func (t TAPConfig) device(addrs []netip.Prefix, mac tap.MAC) tap.Config {
+	mtu := t.MTU
+	if mtu == 0 {
+		mtu = vpn.DefaultMTU
+	}
+	return tap.Config{Name: t.Name, MTU: mtu, MAC: mac, Addresses: addrs, Offload: t.Offload}
+}
+
 // ControlConfig is the local status endpoint.
 type ControlConfig struct {
 	Socket string `mapstructure:"socket"`
@@ -116,17 +126,16 @@ func (c Config) Validate() error {
 		if err := c.VPN.Config.Validate(); err != nil {
 			errs = append(errs, err)
 		}
-		if c.TAP.Offload != tap.OffloadOn && c.TAP.Offload != tap.OffloadOff {
-			errs = append(errs, fmt.Errorf("tap.offload: %q is neither on nor off", c.TAP.Offload))
-		}
 		if c.VPN.RecordTTL > c.DHT.MaxTTL {
 			errs = append(errs, fmt.Errorf("vpn.record_ttl: %v is longer than dht.max_ttl (%v), so no node would store the records", c.VPN.RecordTTL, c.DHT.MaxTTL))
 		}
-		if len(c.TAP.Name) > 15 {
-			errs = append(errs, fmt.Errorf("tap.name: %q is longer than 15 bytes, the kernel's limit", c.TAP.Name))
+		// The device's own checks (name, MTU, offload); its addresses come
+		// from the certificate and are checked when it opens.
+		if err := c.TAP.device(nil, nil).Validate(); err != nil {
+			errs = append(errs, err)
 		}
-		if c.TAP.MTU != 0 && (c.TAP.MTU < vpn.MinMTU || c.TAP.MTU > vpn.MaxMTU) {
-			errs = append(errs, fmt.Errorf("tap.mtu: %d not in [%d,%d] (0 picks %d)", c.TAP.MTU, vpn.MinMTU, vpn.MaxMTU, vpn.DefaultMTU))
+		if c.TAP.MTU > vpn.MaxMTU {
+			errs = append(errs, fmt.Errorf("tap.mtu: %d is above %d, the largest packet a routed pipe carries (0 picks %d)", c.TAP.MTU, vpn.MaxMTU, vpn.DefaultMTU))
 		}
 	}
 	if err := c.Transport.Config.Validate(); err != nil {

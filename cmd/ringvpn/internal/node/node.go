@@ -115,17 +115,7 @@ func openVPN(cfg Config, n *Node, verify dht.Verifier, log *zap.Logger) (*vpn.VP
 	if len(self.IPs) == 0 {
 		return nil, fmt.Errorf("vpn: the certificate of %q carries no virtual IP: issue one with `ringvpn cert issue --ip`, or set vpn.enabled: false for a ring-only member", self.Name)
 	}
-	mtu := cfg.TAP.MTU
-	if mtu == 0 {
-		mtu = vpn.DefaultMTU
-	}
-	dev, err := tap.Open(tap.Config{
-		Name:      cfg.TAP.Name,
-		MTU:       mtu,
-		MAC:       tap.MAC(tap.MACFromBytes(self.Address[:])),
-		Addresses: self.IPs,
-		Offload:   cfg.TAP.Offload,
-	}, log)
+	dev, err := tap.Open(cfg.TAP.device(self.IPs, tap.MAC(tap.MACFromBytes(self.Address[:]))), log)
 	if err != nil {
 		return nil, err
 	}
