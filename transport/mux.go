@@ -45,6 +45,7 @@ type Mux struct {
 	conn    atomic.Pointer[connBox] // replaced by Rebind
 	readers sync.WaitGroup
 	stats   counters
+	batch   writeBatch // datagrams held back by Cork
 
 	// mu guards the following
 	mu        sync.RWMutex
@@ -232,21 +233,28 @@ func (m *Mux) remove(p *Pipe) {
 	m.mu.Unlock()
 }
 
-func (m *Mux) write(b []byte, to netip.AddrPort) error {
-	return m.conn.Load().WriteTo(b, to)
-}
-
 func (m *Mux) readLoop(box *connBox) {
 	defer m.readers.Done()
-	batch := box.BatchSize()
+	batch, size := box.BatchSize(), MaxPacket
+	sr, merged := box.PacketConn.(SegmentReader)
+	if merged {
+		// A merged read is up to 64 KiB: fewer, larger buffers.
+		batch, size = max(1, batch/2), 65535
+	}
 	bufs := make([][]byte, batch)
 	for i := range bufs {
-		bufs[i] = make([]byte, MaxPacket)
+		bufs[i] = make([]byte, size)
 	}
-	sizes := make([]int, batch)
+	sizes, segs := make([]int, batch), make([]int, batch)
 	from := make([]netip.AddrPort, batch)
 	for {
-		n, err := box.ReadBatch(bufs, sizes, from)
+		var n int
+		var err error
+		if merged {
+			n, err = sr.ReadSegments(bufs, sizes, segs, from)
+		} else {
+			n, err = box.ReadBatch(bufs, sizes, from)
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || m.conn.Load() != box {
 				return
@@ -257,10 +265,24 @@ func (m *Mux) readLoop(box *connBox) {
 			}
 			continue
 		}
-		m.stats.datagrams.Add(uint64(n))
+		// Answers and forwarded records sent while handling the batch
+		// leave together.
+		m.Cork()
 		for i := range n {
-			m.dispatch(bufs[i][:sizes[i]], from[i])
+			b := bufs[i][:sizes[i]]
+			if !merged || segs[i] <= 0 || segs[i] >= len(b) {
+				m.stats.datagrams.Add(1)
+				m.dispatch(b, from[i])
+				continue
+			}
+			for len(b) > 0 {
+				k := min(segs[i], len(b))
+				m.stats.datagrams.Add(1)
+				m.dispatch(b[:k], from[i])
+				b = b[k:]
+			}
 		}
+		m.Uncork()
 	}
 }
 

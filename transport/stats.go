@@ -19,6 +19,9 @@ type Stats struct {
 	GlareDrop   uint64 `json:"glare_drop"`   // the peer's ClientHello lost a simultaneous open
 	Detached    uint64 `json:"detached"`     // DTLS record for a pipe whose engine is gone
 	NoHandler   uint64 `json:"no_handler"`   // sealed record before the session was ready
+	Flushes     uint64 `json:"flushes"`      // batches of held-back datagrams sent
+	Flushed     uint64 `json:"flushed"`      // datagrams sent in those batches
+	WriteErrors uint64 `json:"write_errors"` // batches the socket failed to send
 }
 
 // Dropped is the sum of all drop counters.
@@ -32,6 +35,7 @@ type counters struct {
 	dropGarbage, dropShort, dropUnknownID, dropNoSession    atomic.Uint64
 	dropPendingFull, dropQueueFull, dropGlare, dropDetached atomic.Uint64
 	dropNoHandler                                           atomic.Uint64
+	flushes, flushed, writeErrors                           atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -42,5 +46,6 @@ func (c *counters) snapshot() Stats {
 		NoSession: c.dropNoSession.Load(), PendingFull: c.dropPendingFull.Load(),
 		QueueFull: c.dropQueueFull.Load(), GlareDrop: c.dropGlare.Load(),
 		Detached: c.dropDetached.Load(), NoHandler: c.dropNoHandler.Load(),
+		Flushes: c.flushes.Load(), Flushed: c.flushed.Load(), WriteErrors: c.writeErrors.Load(),
 	}
 }

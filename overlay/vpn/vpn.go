@@ -42,6 +42,17 @@ type Params struct {
 	Verify dht.Verifier
 	Config Config
 	Log    *zap.Logger
+	// Batcher, when set, is corked while a batch of frames from the
+	// device is sent, so their datagrams leave together (the node's
+	// transport.Mux).
+	Batcher Batcher
+}
+
+// Batcher holds back datagrams between Cork and Uncork and then sends
+// them with as few system calls as it can; *transport.Mux is one.
+type Batcher interface {
+	Cork()
+	Uncork()
 }
 
 // headroom is the space kept in front of every frame: the data header
@@ -68,8 +79,10 @@ type VPN struct {
 	verify dht.Verifier
 	cfg    Config
 	log    *zap.Logger
-	mac    net.HardwareAddr
-	own    []netip.Prefix // our virtual IPs
+	// batcher is corked around each batch of frames read; may be nil.
+	batcher Batcher
+	mac     net.HardwareAddr
+	own     []netip.Prefix // our virtual IPs
 	// maxPacket is the largest IP packet carried: the device MTU.
 	maxPacket int
 	ctx       context.Context
@@ -107,6 +120,7 @@ func New(p Params) (*VPN, error) {
 		dev:       p.Device,
 		id:        p.Identity,
 		verify:    p.Verify,
+		batcher:   p.Batcher,
 		cfg:       p.Config,
 		log:       p.Log.Named("vpn"),
 		mac:       p.Device.MAC(),
@@ -187,8 +201,14 @@ func (v *VPN) readLoop() {
 			}
 			return
 		}
+		if v.batcher != nil {
+			v.batcher.Cork()
+		}
 		for i := range n {
 			v.outbound(bufs[i][:headroom+sizes[i]])
+		}
+		if v.batcher != nil {
+			v.batcher.Uncork()
 		}
 	}
 }

@@ -21,6 +21,12 @@ type Config struct {
 	// (recvmmsg/sendmmsg on Linux); it is also what Conn.BatchSize reports
 	// to the reader sizing its buffers.
 	BatchSize int `mapstructure:"batch_size"`
+	// Offload is "on" (the default; "" means on) to let the kernel cut
+	// and merge datagrams where it can: a run of datagrams to one peer is
+	// handed over in one piece (UDP GSO) and datagrams of one flow may be
+	// read as one piece (UDP GRO). "off" moves every datagram on its own,
+	// for a kernel or device that mishandles them.
+	Offload string `mapstructure:"offload"`
 }
 
 // Default returns the defaults documented in configs/ringvpn.yaml.
@@ -29,6 +35,7 @@ func Default() Config {
 		ReceiveBuffer: 4 << 20,
 		SendBuffer:    4 << 20,
 		BatchSize:     64,
+		Offload:       "on",
 	}
 }
 
@@ -48,6 +55,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchSize > maxBatchSize {
 		errs = append(errs, fmt.Errorf("transport.udp.batch_size: %d not in [1,%d]", c.BatchSize, maxBatchSize))
+	}
+	if c.Offload != "" && c.Offload != "on" && c.Offload != "off" {
+		errs = append(errs, fmt.Errorf("transport.udp.offload: %q is not on or off", c.Offload))
 	}
 	return errors.Join(errs...)
 }

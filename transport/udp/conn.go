@@ -27,6 +27,8 @@ type Conn struct {
 	laddr net.Addr // local address for errors, made once
 	v6    bool     // AF_INET6 socket (dual-stack); false for AF_INET
 	batch int
+	// offload allows UDP GSO and GRO (Config.Offload).
+	offload bool
 
 	closed atomic.Bool
 
@@ -101,6 +103,8 @@ func newConn(uc *net.UDPConn, cfg Config) (*Conn, error) {
 		local: la.AddrPort(),
 		laddr: la,
 		batch: cfg.BatchSize,
+
+		offload: cfg.Offload != "off",
 	}
 	if c.v6, err = isIPv6(uc, rc); err != nil {
 		return nil, err

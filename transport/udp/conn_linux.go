@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -49,23 +50,38 @@ type sysConn struct {
 	rerrno unix.Errno              // failure of recvmmsg, 0 if none
 	readFn func(fd uintptr) bool   // s.recv, stored once: no closure per call
 	rzone  zoneCache
+	rctrl  []byte // a UDP_GRO control message per message, once GRO is on
 
-	wmu     sync.Mutex // guards the write state; WriteBatch may be called concurrently
-	wmsgs   []mmsghdr
-	wiovs   []unix.Iovec
-	wnames  []unix.RawSockaddrInet6
-	wcount  int        // messages prepared
-	woff    int        // first message not yet sent or skipped
-	wsent   int        // messages the kernel accepted
-	werrno  unix.Errno // socket-level failure of sendmmsg, 0 if none
-	writeFn func(fd uintptr) bool
-	wzone   zoneCache
+	groTried bool        // the reader asked for GRO (ReadSegments)
+	gro      atomic.Bool // the socket merges datagrams; read by Offloads
+
+	wmu      sync.Mutex // guards the write state; WriteBatch may be called concurrently
+	wmsgs    []mmsghdr
+	wiovs    []unix.Iovec // message k's datagrams are wiovs[h.Iov:][:wsegs[k]]
+	wnames   []unix.RawSockaddrInet6
+	wctrl    []byte     // a UDP_SEGMENT control message per message
+	wfirst   []int      // index in the caller's bufs of message k's first datagram
+	wsegs    []int      // datagrams in message k
+	wcount   int        // messages prepared
+	wiovUsed int        // iovecs prepared
+	woff     int        // first message not yet sent or skipped
+	wsent    int        // datagrams the kernel accepted
+	wsplit   int        // a run the kernel refused as one, or -1
+	werrno   unix.Errno // socket-level failure of sendmmsg, 0 if none
+	gso      bool       // runs go out as one message (UDP_SEGMENT)
+	writeFn  func(fd uintptr) bool
+	wzone    zoneCache
 }
 
 func (s *sysConn) init(c *Conn) {
 	s.v6 = c.v6
 	s.rmsgs, s.riovs, s.rnames = makeMsgs(c.batch)
-	s.wmsgs, s.wiovs, s.wnames = makeMsgs(c.batch)
+	s.wmsgs, _, s.wnames = makeMsgs(c.batch)
+	s.wiovs = make([]unix.Iovec, maxWriteIovecs)
+	s.wctrl = make([]byte, c.batch*gsoCmsgSpace)
+	s.wfirst = make([]int, c.batch)
+	s.wsegs = make([]int, c.batch)
+	s.gso = c.offload && supportsGSO(c.rc)
 	s.readFn = s.recv
 	s.writeFn = s.send
 }
@@ -88,20 +104,51 @@ func makeMsgs(n int) ([]mmsghdr, []unix.Iovec, []unix.RawSockaddrInet6) {
 // min(len(bufs), BatchSize()) datagrams with one recvmmsg(2):
 // bufs[i][:sizes[i]] came from from[i]. A datagram longer than its buffer
 // is truncated to the buffer. Only one goroutine may call ReadBatch at a
-// time.
+// time, and not on a Conn whose ReadSegments was called.
 func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error) {
+	return c.read(bufs, sizes, nil, from)
+}
+
+// ReadSegments is ReadBatch for a reader that takes datagrams merged by
+// the kernel (UDP GRO): bufs[i][:sizes[i]] holds datagrams from from[i],
+// each segs[i] bytes long but the last, which may be shorter. The first
+// call turns GRO on when Config.Offload allows it and the kernel has it
+// (Linux 5.0+); without it every read is one datagram (segs[i] ==
+// sizes[i]). A merged read is at most 65535 bytes, and a buffer shorter
+// than that may lose datagrams, so each should be that long. After it,
+// ReadBatch must not be used.
+func (c *Conn) ReadSegments(bufs [][]byte, sizes, segs []int, from []netip.AddrPort) (int, error) {
+	if !c.sys.groTried {
+		c.sys.groTried = true
+		if c.offload {
+			c.sys.enableGRO(c.rc)
+		}
+	}
+	return c.read(bufs, sizes, segs[:min(len(segs), len(sizes))], from)
+}
+
+// read is ReadBatch, and ReadSegments when segs is not nil.
+func (c *Conn) read(bufs [][]byte, sizes, segs []int, from []netip.AddrPort) (int, error) {
 	if c.closed.Load() {
 		return 0, c.closedErr("read")
 	}
 	k := min(len(bufs), len(sizes), len(from), c.batch)
+	if segs != nil {
+		k = min(k, len(segs))
+	}
 	if k == 0 {
 		return 0, nil
 	}
 	s := &c.sys
+	gro := s.gro.Load()
 	for i := range k {
 		s.riovs[i].Base = unsafe.SliceData(bufs[i])
 		s.riovs[i].SetLen(len(bufs[i]))
-		s.rmsgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		h := &s.rmsgs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		if gro {
+			h.SetControllen(groCmsgSpace)
+		}
 	}
 	s.rcount, s.rn, s.rerrno = k, 0, 0
 	err := c.rc.Read(s.readFn)
@@ -117,8 +164,52 @@ func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, from []netip.AddrPort) (int
 	for i := range s.rn {
 		sizes[i] = int(s.rmsgs[i].Len)
 		from[i] = s.source(i)
+		if segs != nil {
+			segs[i] = sizes[i]
+			if gro {
+				if g := s.segmentSize(i); g > 0 && g < sizes[i] {
+					segs[i] = g
+				}
+			}
+		}
 	}
 	return s.rn, nil
+}
+
+var groCmsgSpace = unix.CmsgSpace(4)
+
+// enableGRO turns UDP_GRO on and gives every read message room for its
+// control message. Only the reader calls it, before its read.
+func (s *sysConn) enableGRO(rc syscall.RawConn) {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1)
+	}); err != nil || serr != nil {
+		return
+	}
+	s.rctrl = make([]byte, len(s.rmsgs)*groCmsgSpace)
+	for i := range s.rmsgs {
+		s.rmsgs[i].Hdr.Control = &s.rctrl[i*groCmsgSpace]
+	}
+	s.gro.Store(true)
+}
+
+// segmentSize reads the UDP_GRO control message of received message i:
+// the length of each merged datagram, or 0 if it was not merged.
+func (s *sysConn) segmentSize(i int) int {
+	h := &s.rmsgs[i].Hdr
+	ctrl := s.rctrl[i*groCmsgSpace : (i+1)*groCmsgSpace]
+	for off := 0; off+unix.SizeofCmsghdr <= int(h.Controllen); {
+		c := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[off]))
+		if c.Len < unix.SizeofCmsghdr || off+int(c.Len) > int(h.Controllen) {
+			return 0
+		}
+		if c.Level == unix.SOL_UDP && c.Type == unix.UDP_GRO && int(c.Len) >= unix.CmsgLen(4) {
+			return int(*(*int32)(unsafe.Pointer(&ctrl[off+unix.CmsgLen(0)])))
+		}
+		off += unix.CmsgSpace(int(c.Len) - unix.CmsgLen(0))
+	}
+	return 0
 }
 
 // recv is the syscall.RawConn.Read callback: it reports false when no
@@ -164,13 +255,19 @@ func (s *sysConn) source(i int) netip.AddrPort {
 }
 
 // WriteBatch sends bufs[i] to to[i] for every i below min(len(bufs),
-// len(to)), BatchSize datagrams per sendmmsg(2), and reports how many the
-// kernel accepted. It waits while the send buffer is full. A datagram that
-// cannot be sent for a reason of its own (an invalid or unreachable
-// destination, an oversized datagram, an IPv6 destination on an IPv4
-// socket) is skipped, so one bad destination does not hold up the others;
-// skipped datagrams are not counted in n and are not an error. bufs is not
-// retained. WriteBatch is safe for concurrent use.
+// len(to)) and reports how many datagrams the kernel accepted. It waits
+// while the send buffer is full. A datagram that cannot be sent for a
+// reason of its own (an invalid or unreachable destination, an oversized
+// datagram, an IPv6 destination on an IPv4 socket) is skipped, so one bad
+// destination does not hold up the others; skipped datagrams are not
+// counted in n and are not an error. bufs is not retained. WriteBatch is
+// safe for concurrent use.
+//
+// Up to BatchSize messages go out per sendmmsg(2). With UDP GSO (see
+// Config.Offload), a run of consecutive datagrams to one destination, all
+// of one length but the last, which may be shorter, is one message: the
+// kernel cuts it into datagrams after routing it once, which is most of
+// what a datagram costs to send.
 func (c *Conn) WriteBatch(bufs [][]byte, to []netip.AddrPort) (int, error) {
 	if c.closed.Load() {
 		return 0, c.closedErr("write")
@@ -179,25 +276,23 @@ func (c *Conn) WriteBatch(bufs [][]byte, to []netip.AddrPort) (int, error) {
 	s := &c.sys
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return c.writeLocked(bufs[:n], to[:n], s.gso)
+}
+
+// writeLocked is WriteBatch with s.wmu held; gso allows runs.
+func (c *Conn) writeLocked(bufs [][]byte, to []netip.AddrPort, gso bool) (int, error) {
+	s := &c.sys
 	sent := 0
-	for start := 0; start < n; start += c.batch {
-		end := min(start+c.batch, n)
-		k := 0
-		for i := start; i < end; i++ {
-			if !s.putName(k, to[i]) {
-				continue
-			}
-			s.wiovs[k].Base = unsafe.SliceData(bufs[i])
-			s.wiovs[k].SetLen(len(bufs[i]))
-			k++
-		}
-		if k == 0 {
+	for i := 0; i < len(bufs); {
+		consumed := s.pack(bufs[i:], to[i:], gso)
+		if s.wcount == 0 {
+			i += consumed
 			continue
 		}
-		s.wcount, s.woff, s.wsent, s.werrno = k, 0, 0, 0
+		s.woff, s.wsent, s.werrno, s.wsplit = 0, 0, 0, -1
 		err := c.rc.Write(s.writeFn)
-		for i := range k {
-			s.wiovs[i].Base = nil
+		for j := range s.wiovUsed {
+			s.wiovs[j].Base = nil // do not keep the caller's buffers reachable
 		}
 		sent += s.wsent
 		if err != nil {
@@ -206,14 +301,101 @@ func (c *Conn) WriteBatch(bufs [][]byte, to []netip.AddrPort) (int, error) {
 		if s.werrno != 0 {
 			return sent, c.opErr("write", netip.AddrPort{}, os.NewSyscallError("sendmmsg", s.werrno))
 		}
+		if k := s.wsplit; k >= 0 {
+			// The kernel refused a run: send its datagrams one by one,
+			// then go on after it.
+			first, segs := s.wfirst[k], s.wsegs[k]
+			m, err := c.writeLocked(bufs[i+first:i+first+segs], to[i+first:i+first+segs], false)
+			sent += m
+			if err != nil {
+				return sent, err
+			}
+			consumed = first + segs
+		}
+		i += consumed
 	}
 	return sent, nil
 }
 
+// GSO limits: the kernel takes at most 64 segments per send
+// (UDP_MAX_SEGMENTS on older kernels), and a message must fit one IP
+// datagram's 16-bit length with its headers.
+const (
+	maxSegments = 64
+	maxGSOBytes = 65000
+	// maxWriteIovecs bounds the datagrams one sendmmsg carries.
+	maxWriteIovecs = 1024
+)
+
+// pack prepares the messages for a prefix of bufs (at most BatchSize
+// messages and len(wiovs) datagrams), setting wcount, and reports how
+// many datagrams it consumed, skipped ones included.
+func (s *sysConn) pack(bufs [][]byte, to []netip.AddrPort, gso bool) int {
+	k, j := 0, 0 // messages started, iovecs used
+	var runTo netip.AddrPort
+	runLen, runBytes, open := 0, 0, false // open: the last message takes more
+	i := 0
+	for ; i < len(bufs); i++ {
+		b := bufs[i]
+		if open && to[i] == runTo && len(b) <= runLen && len(b) > 0 &&
+			s.wsegs[k-1] < maxSegments && runBytes+len(b) <= maxGSOBytes && j < len(s.wiovs) {
+			s.wiovs[j].Base = unsafe.SliceData(b)
+			s.wiovs[j].SetLen(len(b))
+			j++
+			s.wsegs[k-1]++
+			runBytes += len(b)
+			open = len(b) == runLen // a shorter datagram ends the run
+			continue
+		}
+		if k == len(s.wmsgs) || j == len(s.wiovs) {
+			break
+		}
+		if !s.putName(k, to[i]) {
+			continue
+		}
+		h := &s.wmsgs[k].Hdr
+		h.Iov = &s.wiovs[j]
+		s.wiovs[j].Base = unsafe.SliceData(b)
+		s.wiovs[j].SetLen(len(b))
+		s.wfirst[k], s.wsegs[k] = i, 1
+		j++
+		k++
+		runTo, runLen, runBytes, open = to[i], len(b), len(b), gso && len(b) > 0
+	}
+	for m := range k {
+		h := &s.wmsgs[m].Hdr
+		h.SetIovlen(s.wsegs[m])
+		if s.wsegs[m] > 1 {
+			ctrl := s.wctrl[m*gsoCmsgSpace : (m+1)*gsoCmsgSpace]
+			putSegmentSize(ctrl, uint16(h.Iov.Len)) // the first datagram's length
+			h.Control = &ctrl[0]
+			h.SetControllen(gsoCmsgSpace)
+		} else {
+			h.Control = nil
+			h.SetControllen(0)
+		}
+	}
+	s.wcount, s.wiovUsed = k, j
+	return i
+}
+
+var gsoCmsgSpace = unix.CmsgSpace(2)
+
+// putSegmentSize writes a UDP_SEGMENT control message into b.
+func putSegmentSize(b []byte, size uint16) {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = size
+}
+
 // send is the syscall.RawConn.Write callback. sendmmsg stops at the first
-// datagram that fails and reports the ones before it; the next call then
-// fails on that datagram alone, which is how a per-destination error is
-// attributed and skipped.
+// message that fails and reports the ones before it; the next call then
+// fails on that message alone, which is how a per-destination error is
+// attributed and skipped. A run the kernel refuses as a run (no GSO on
+// the route's device, or segments too large for its MTU) stops the call
+// with wsplit set, for WriteBatch to send its datagrams one by one.
 func (s *sysConn) send(fd uintptr) bool {
 	for s.woff < s.wcount {
 		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd,
@@ -221,13 +403,21 @@ func (s *sysConn) send(fd uintptr) bool {
 			unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case e == 0 && n > 0:
+			for m := s.woff; m < s.woff+int(n); m++ {
+				s.wsent += s.wsegs[m]
+			}
 			s.woff += int(n)
-			s.wsent += int(n)
 		case e == 0: // sendmmsg never reports 0 of >0; do not spin if it does
 			s.woff++
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
 			return false // send buffer full: the netpoller waits for room
+		case s.wsegs[s.woff] > 1 && gsoRefused(e):
+			if e == unix.EIO {
+				s.gso = false // the device can't checksum: no GSO from now on
+			}
+			s.wsplit = s.woff
+			return true
 		case skippable(e):
 			s.woff++
 		default:
@@ -236,6 +426,13 @@ func (s *sysConn) send(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// gsoRefused reports whether a run failing with e may go through as
+// separate datagrams: EIO when the device has no checksum offload,
+// EINVAL or EMSGSIZE when a segment exceeds the route's MTU.
+func gsoRefused(e unix.Errno) bool {
+	return e == unix.EIO || e == unix.EINVAL || e == unix.EMSGSIZE
 }
 
 // skippable reports whether sendmmsg failing with e concerns only the
@@ -301,6 +498,26 @@ func getPort(p *uint16) uint16 {
 func putPort(p *uint16, port uint16) {
 	b := (*[2]byte)(unsafe.Pointer(p))
 	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// supportsGSO reports whether the kernel knows UDP_SEGMENT (Linux 4.18+).
+func supportsGSO(rc syscall.RawConn) bool {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		_, serr = unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
+
+// Offloads reports whether the Conn sends runs with UDP GSO and reads
+// with UDP GRO.
+func (c *Conn) Offloads() (gso, gro bool) {
+	c.sys.wmu.Lock()
+	gso = c.sys.gso
+	c.sys.wmu.Unlock()
+	return gso, c.sys.gro.Load()
 }
 
 func isIPv6(_ *net.UDPConn, rc syscall.RawConn) (bool, error) {

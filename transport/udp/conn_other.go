@@ -71,3 +71,19 @@ func setBuffers(uc *net.UDPConn, _ syscall.RawConn, cfg Config) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ReadSegments is ReadBatch: this portable version never merges
+// datagrams, so segs[0] == sizes[0].
+func (c *Conn) ReadSegments(bufs [][]byte, sizes, segs []int, from []netip.AddrPort) (int, error) {
+	if len(segs) == 0 {
+		return 0, nil
+	}
+	n, err := c.ReadBatch(bufs, sizes, from)
+	if n > 0 {
+		segs[0] = sizes[0]
+	}
+	return n, err
+}
+
+// Offloads reports false, false: no GSO or GRO without Linux.
+func (c *Conn) Offloads() (gso, gro bool) { return false, false }

@@ -27,6 +27,7 @@ type Node struct {
 	cfg      Config
 	log      *zap.Logger
 	identity *security.Identity
+	mux      *transport.Mux
 	linker   *overlay.SecureLinker
 	ring     *overlay.Node
 	dht      *dht.DHT
@@ -93,7 +94,7 @@ func open(cfg Config, log *zap.Logger) (*Node, error) {
 		ring.Close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, identity: identity, linker: linker, ring: ring, dht: store, started: time.Now()}
+	n := &Node{cfg: cfg, log: log, identity: identity, mux: mux, linker: linker, ring: ring, dht: store, started: time.Now()}
 	n.pipes, err = overlay.NewPipes(ring, linker.Endpoint(), cfg.Overlay.Pipes, log)
 	if err != nil {
 		n.Close()
@@ -122,6 +123,7 @@ func openVPN(cfg Config, n *Node, verify dht.Verifier, log *zap.Logger) (*vpn.VP
 	v, err := vpn.New(vpn.Params{
 		Node: n.ring, DHT: n.dht, Pipes: n.pipes, Device: dev,
 		Identity: n.identity, Verify: verify, Config: cfg.VPN.Config, Log: log,
+		Batcher: n.mux,
 	})
 	if err != nil {
 		dev.Close()
