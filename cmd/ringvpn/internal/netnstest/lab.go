@@ -65,9 +65,11 @@ type Lab struct {
 type Host struct {
 	// Name is the namespace's name, as `ip netns` knows it.
 	Name string
-	// Underlay is the address of Dev: 192.168.<subnet>.<i+1> for host i.
+	// Underlay is the address of Dev: 192.168.<subnet>.<i+1> for host i
+	// of a Lab. In a NATLab it is the host's only address: public, or
+	// private in its site; a router's is its public (wan) address.
 	Underlay netip.Addr
-	lab      *Lab
+	lab      *Lab // nil in a NATLab
 }
 
 // New builds a Lab of n hosts (1 ≤ n ≤ 253) and registers its removal with
