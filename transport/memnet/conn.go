@@ -20,10 +20,12 @@ import (
 type Conn struct {
 	// immutable after Listen
 	net   *Network
+	nat   *NAT // nil on the public network
 	local netip.AddrPort
 
 	// net.mu guards the following.
-	public netip.AddrPort
+	public netip.AddrPort              // when nat is nil
+	out    map[netip.AddrPort]*mapping // when nat is set: by Mapping.mask of the destination
 
 	// closed is set under net.mu and mu; it may be read without them.
 	closed atomic.Bool
@@ -45,18 +47,24 @@ var _ transport.PacketConn = (*Conn)(nil)
 func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 
 // PublicAddr returns the address peers see c's datagrams coming from and
-// reach it at: LocalAddr until Rebind.
+// reach it at: LocalAddr until Rebind. Behind a NAT with
+// endpoint-independent mapping it is the live mapping's address; behind
+// other NATs, or before c has sent anything out, it is the zero AddrPort.
 func (c *Conn) PublicAddr() netip.AddrPort {
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
+	if c.nat != nil {
+		return c.nat.publicAddr(c)
+	}
 	return c.public
 }
 
 // Rebind gives c a new public port, as a NAT does when its mapping
 // expires: peers see c's later datagrams coming from the returned address
 // and reach c there, and datagrams to the old public address, including
-// those already in flight, are dropped. On a closed Conn it returns the
-// zero AddrPort.
+// those already in flight, are dropped. Behind a NAT, Rebind drops c's
+// mappings, its next datagram out gets a new public port, and it returns
+// the zero AddrPort. On a closed Conn it returns the zero AddrPort.
 func (c *Conn) Rebind() netip.AddrPort {
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
@@ -175,10 +183,14 @@ func (c *Conn) Close() error {
 // closeLocked closes c. net.mu is held.
 func (c *Conn) closeLocked() {
 	n := c.net
-	if n.bound[c.local] == c {
-		delete(n.bound, c.local)
+	if c.nat != nil {
+		c.nat.unbind(c)
+	} else {
+		if n.bound[c.local] == c {
+			delete(n.bound, c.local)
+		}
+		c.dropRoutes()
 	}
-	c.dropRoutes()
 	c.mu.Lock()
 	c.closed.Store(true)
 	for c.q.len() > 0 {

@@ -75,9 +75,12 @@ func makeHostPair(a, b netip.Addr) hostPair {
 	return hostPair{a, b}
 }
 
-// path is one direction between two hosts; datagrams on it stay in order
-// unless reordered on purpose.
-type path struct{ from, to netip.Addr }
+// path is one direction between two hosts in one realm (see NAT.route);
+// datagrams on it stay in order unless reordered on purpose.
+type path struct {
+	realm    *NAT
+	from, to netip.Addr
+}
 
 // pathState tracks the datagrams in flight on a path that must not be
 // overtaken.

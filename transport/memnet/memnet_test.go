@@ -135,7 +135,7 @@ func collect(c *Conn, start time.Time, out chan<- []arrival) {
 func checkConservation(t *testing.T, s Stats) {
 	t.Helper()
 	in := s.Sent + s.Duplicated
-	out := s.Delivered + s.Lost + s.DroppedQueueFull + s.DroppedNoListener + s.InFlight
+	out := s.Delivered + s.Lost + s.DroppedQueueFull + s.DroppedNoListener + s.DroppedFiltered + s.InFlight
 	if in != out {
 		t.Errorf("stats %+v: sent+duplicated %d != delivered+lost+dropped+in flight %d", s, in, out)
 	}

@@ -23,7 +23,8 @@ const (
 
 // Stats counts what a Network did with datagrams. Every datagram that was
 // sent, and every duplicate, ends up in exactly one of Delivered, Lost,
-// DroppedQueueFull and DroppedNoListener, or is still InFlight.
+// DroppedQueueFull, DroppedNoListener and DroppedFiltered, or is still
+// InFlight.
 type Stats struct {
 	// Sent counts datagrams accepted by WriteTo and WriteBatch.
 	Sent uint64
@@ -42,6 +43,12 @@ type Stats struct {
 	// DroppedNoListener counts datagrams that arrived at an address no
 	// Conn is reachable at.
 	DroppedNoListener uint64
+	// DroppedFiltered counts datagrams a NAT dropped: arriving at its
+	// public address without a live mapping or refused by its filtering,
+	// sent to its own public address from inside when it does not
+	// hairpin, or sent out when it had no free port or to another address
+	// family.
+	DroppedFiltered uint64
 	// InFlight is how many datagrams are delayed and have not arrived yet.
 	InFlight uint64
 }
@@ -57,6 +64,7 @@ type Network struct {
 	links    map[hostPair]LinkConfig
 	bound    map[netip.AddrPort]*Conn // by LocalAddr
 	routes   map[netip.AddrPort]*Conn // by public address
+	nats     map[netip.Addr]*NAT      // by public IP; nil until NewNAT
 	queueLen int                      // for new Conns
 	flights  flightHeap
 	seq      uint64
@@ -130,31 +138,50 @@ func (n *Network) Stats() Stats {
 	return s
 }
 
-// Listen returns a Conn bound to addr. Port 0 picks a free ephemeral port
-// with the network's generator. The address must be a specific IPv4 or
-// IPv6 address; an address in use is an error wrapping ErrAddrInUse.
+// Listen returns a Conn bound to addr on the public network. Port 0 picks
+// a free ephemeral port with the network's generator. The address must be
+// a specific IPv4 or IPv6 address; an address in use, or a NAT's public
+// address, is an error wrapping ErrAddrInUse.
 func (n *Network) Listen(addr netip.AddrPort) (*Conn, error) {
+	return n.listen(nil, addr)
+}
+
+// listen binds a Conn to addr in realm: behind that NAT, or on the public
+// network when realm is nil.
+func (n *Network) listen(realm *NAT, addr netip.AddrPort) (*Conn, error) {
 	ip := addr.Addr().Unmap()
 	if !ip.IsValid() || ip.IsUnspecified() {
 		return nil, fmt.Errorf("memnet: listen %v: need a specific IP address", addr)
 	}
 	ap := netip.AddrPortFrom(ip, addr.Port())
+	if realm != nil && (ip == realm.public || ip.Is4() != realm.public.Is4()) {
+		return nil, fmt.Errorf("memnet: listen %v: need a private address of the family of NAT %v, other than it", ap, realm.public)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return nil, fmt.Errorf("memnet: listen %v: %w", ap, errClosed)
 	}
+	if realm == nil && n.nats[ip] != nil {
+		return nil, fmt.Errorf("memnet: listen %v: a NAT's public address: %w", ap, ErrAddrInUse)
+	}
 	if ap.Port() == 0 {
-		p, ok := n.pickPort(ip)
+		p, ok := n.pickPort(realm, ip)
 		if !ok {
 			return nil, fmt.Errorf("memnet: listen %v: %w", ap, ErrNoFreePort)
 		}
 		ap = p
-	} else if n.taken(ap) {
+	} else if n.taken(realm, ap) {
 		return nil, fmt.Errorf("memnet: listen %v: %w", ap, ErrAddrInUse)
 	}
-	c := &Conn{net: n, local: ap, public: ap, limit: n.queueLen}
+	c := &Conn{net: n, nat: realm, local: ap, limit: n.queueLen}
 	c.cond.L = &c.mu
+	if realm != nil {
+		realm.lan[ap] = c
+		realm.hosts[ip] = struct{}{}
+		return c, nil
+	}
+	c.public = ap
 	n.bound[ap] = c
 	n.routes[ap] = c
 	return c, nil
@@ -172,6 +199,11 @@ func (n *Network) Close() error {
 	for _, c := range n.bound {
 		c.closeLocked()
 	}
+	for _, nat := range n.nats {
+		for _, c := range nat.lan {
+			c.closeLocked()
+		}
+	}
 	if n.timer != nil {
 		n.timer.Stop()
 		n.timerAt = time.Time{}
@@ -183,18 +215,23 @@ func (n *Network) Close() error {
 	return nil
 }
 
-// taken reports whether ap is bound or is a public address. n.mu is held.
-func (n *Network) taken(ap netip.AddrPort) bool {
+// taken reports whether ap is in use in realm: bound behind that NAT, or,
+// on the public network (realm nil), bound or a public address. n.mu is
+// held.
+func (n *Network) taken(realm *NAT, ap netip.AddrPort) bool {
+	if realm != nil {
+		return realm.lan[ap] != nil
+	}
 	return n.bound[ap] != nil || n.routes[ap] != nil
 }
 
-// pickPort returns a free ephemeral address on ip: a random port, then the
-// next free one after it. n.mu is held.
-func (n *Network) pickPort(ip netip.Addr) (netip.AddrPort, bool) {
+// pickPort returns a free ephemeral address on ip in realm: a random port,
+// then the next free one after it. n.mu is held.
+func (n *Network) pickPort(realm *NAT, ip netip.Addr) (netip.AddrPort, bool) {
 	start := n.rng.IntN(ephemeralCount)
 	for i := range ephemeralCount {
 		ap := netip.AddrPortFrom(ip, uint16(ephemeralFirst+(start+i)%ephemeralCount))
-		if !n.taken(ap) {
+		if !n.taken(realm, ap) {
 			return ap, true
 		}
 	}
@@ -228,7 +265,14 @@ func (c *clock) now() time.Time {
 // send puts b from c on its way to dst. n.mu is held.
 func (n *Network) send(c *Conn, b []byte, dst netip.AddrPort, clk *clock) {
 	n.stats.Sent++
-	src := c.sourceAddr(dst)
+	src, realm := c.public, (*NAT)(nil)
+	if c.nat != nil {
+		var ok bool
+		if src, realm, ok = c.nat.route(c, dst, clk); !ok {
+			n.stats.DroppedFiltered++
+			return
+		}
+	}
 	l := n.link(src.Addr(), dst.Addr())
 	if l.Loss > 0 && n.rng.Float64() < l.Loss {
 		n.stats.Lost++
@@ -240,12 +284,13 @@ func (n *Network) send(c *Conn, b []byte, dst netip.AddrPort, clk *clock) {
 		copies = 2
 	}
 	for range copies {
-		n.schedule(&l, src, dst, b, clk)
+		n.schedule(&l, realm, src, dst, b, clk)
 	}
 }
 
-// schedule delivers one copy of b now or at its arrival time. n.mu is held.
-func (n *Network) schedule(l *LinkConfig, src, dst netip.AddrPort, b []byte, clk *clock) {
+// schedule delivers one copy of b now or at its arrival time, to dst in
+// realm (see NAT.route). n.mu is held.
+func (n *Network) schedule(l *LinkConfig, realm *NAT, src, dst netip.AddrPort, b []byte, clk *clock) {
 	delay := l.Latency
 	if l.Jitter > 0 {
 		delay += time.Duration(n.rng.Int64N(int64(l.Jitter) + 1))
@@ -257,18 +302,18 @@ func (n *Network) schedule(l *LinkConfig, src, dst netip.AddrPort, b []byte, clk
 
 	if reordered {
 		n.stats.Reordered++
-		n.enqueueFlight(flight{at: clk.now().Add(delay + l.reorderDelay()), to: dst, pkt: p}, clk)
+		n.enqueueFlight(flight{at: clk.now().Add(delay + l.reorderDelay()), realm: realm, to: dst, pkt: p}, clk)
 		return
 	}
 	// In-order datagrams queue behind earlier ones on the same path.
-	k := path{src.Addr(), dst.Addr()}
+	k := path{realm, src.Addr(), dst.Addr()}
 	var st pathState
 	var busy bool
 	if len(n.paths) > 0 {
 		st, busy = n.paths[k]
 	}
 	if delay == 0 && !busy {
-		n.deliver(dst, p)
+		n.deliver(realm, dst, p, clk)
 		return
 	}
 	at := clk.now().Add(delay)
@@ -278,7 +323,7 @@ func (n *Network) schedule(l *LinkConfig, src, dst netip.AddrPort, b []byte, clk
 	st.last = at
 	st.pending++
 	n.paths[k] = st
-	n.enqueueFlight(flight{at: at, to: dst, pkt: p, inOrder: true}, clk)
+	n.enqueueFlight(flight{at: at, realm: realm, to: dst, pkt: p, inOrder: true}, clk)
 }
 
 // enqueueFlight adds f to the heap and arms the timer if f is due first.
@@ -309,10 +354,11 @@ func (n *Network) fire() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := time.Now()
+	clk := clock{now, true}
 	for len(n.flights) > 0 && !n.flights[0].at.After(now) {
 		f := n.flights.pop()
 		if f.inOrder {
-			k := path{f.pkt.from.Addr(), f.to.Addr()}
+			k := path{f.realm, f.pkt.from.Addr(), f.to.Addr()}
 			if st := n.paths[k]; st.pending <= 1 {
 				delete(n.paths, k)
 			} else {
@@ -320,7 +366,7 @@ func (n *Network) fire() {
 				n.paths[k] = st
 			}
 		}
-		n.deliver(f.to, f.pkt)
+		n.deliver(f.realm, f.to, f.pkt, &clk)
 	}
 	n.timerAt = time.Time{}
 	if len(n.flights) > 0 {
@@ -328,10 +374,23 @@ func (n *Network) fire() {
 	}
 }
 
-// deliver hands p to the Conn reachable at dst, or drops it. n.mu is held.
-func (n *Network) deliver(dst netip.AddrPort, p packet) {
-	c := n.routes[dst]
-	if c == nil || !c.admits(dst, p.from) {
+// deliver hands p to the Conn reachable at dst in realm (see NAT.route),
+// or drops it. n.mu is held.
+func (n *Network) deliver(realm *NAT, dst netip.AddrPort, p packet, clk *clock) {
+	var c *Conn
+	if realm == nil {
+		c = n.routes[dst]
+		// Only a miss or a Conn behind a NAT pays for the NAT checks.
+		if c == nil && len(n.nats) > 0 && n.nats[dst.Addr()] != nil ||
+			c != nil && c.nat != nil && !c.nat.admits(dst, p.from, clk.now()) {
+			n.stats.DroppedFiltered++
+			n.putBuf(p.buf)
+			return
+		}
+	} else {
+		c = realm.lan[dst]
+	}
+	if c == nil {
 		n.stats.DroppedNoListener++
 		n.putBuf(p.buf)
 		return

@@ -57,6 +57,7 @@ func (r *ring) pop() packet {
 type flight struct {
 	at      time.Time
 	seq     uint64 // send order: breaks ties in at
+	realm   *NAT   // where to is: see NAT.route
 	to      netip.AddrPort
 	pkt     packet
 	inOrder bool // counted in its path's pathState
