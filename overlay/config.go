@@ -42,6 +42,10 @@ type Config struct {
 	DeadAfter time.Duration `mapstructure:"dead_after"`
 	// ConnectTimeout bounds one attempt to link with a node.
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// RelayRetry is how often a link that goes through a relay (because
+	// no direct one got through, say between two symmetric NATs) tries
+	// to go direct again.
+	RelayRetry time.Duration `mapstructure:"relay_retry"`
 	// TTL is the hop limit of messages this node sends.
 	TTL int `mapstructure:"ttl"`
 	// Pipes tunes routed pipes (end-to-end sessions through the ring).
@@ -62,6 +66,7 @@ func Default() Config {
 		PingInterval:     2 * time.Second,
 		DeadAfter:        8 * time.Second,
 		ConnectTimeout:   10 * time.Second,
+		RelayRetry:       30 * time.Second,
 		TTL:              DefaultTTL,
 		Pipes:            DefaultPipeConfig(),
 	}
@@ -83,6 +88,7 @@ func (c Config) Validate() error {
 	check(c.PingInterval >= 10*time.Millisecond, "overlay.ping_interval: %v is below 10ms", c.PingInterval)
 	check(c.DeadAfter >= 2*c.PingInterval, "overlay.dead_after: %v must be at least twice overlay.ping_interval (%v)", c.DeadAfter, c.PingInterval)
 	check(c.ConnectTimeout >= 100*time.Millisecond, "overlay.connect_timeout: %v is below 100ms", c.ConnectTimeout)
+	check(c.RelayRetry >= 100*time.Millisecond, "overlay.relay_retry: %v is below 100ms", c.RelayRetry)
 	check(c.TTL >= 2 && c.TTL <= 255, "overlay.ttl: %d not in [2,255]", c.TTL)
 	for i, ep := range c.Bootstrap {
 		check(ep.IsValid() && ep.Port() != 0, "overlay.bootstrap[%d]: %q needs an address and a port, like 192.0.2.1:4242", i, ep)

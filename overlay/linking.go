@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
-
 	"net/netip"
+	"slices"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -36,10 +36,13 @@ func (n *Node) onLinkLocal(p *peer, h *Header, payload []byte) {
 		n.mu.Lock()
 		p.peerKinds = pg.Kinds
 		p.coord = pg.Coord
+		if pg.Observed.IsValid() {
+			n.observeLocked(p, pg.Observed)
+		}
 		if rtt > 0 {
 			n.coord = n.coord.update(float64(rtt)/float64(time.Millisecond), pg.Coord, n.rng)
 		}
-		reply := ping{Sent: pg.Sent, Kinds: p.kinds, Coord: n.coord}
+		reply := ping{Sent: pg.Sent, Kinds: p.kinds, Coord: n.coord, Observed: observedOf(p)}
 		n.mu.Unlock()
 		if h.Type == TypePing {
 			n.sendOn(p, &Header{Type: TypePong, Src: n.addr, Dst: p.addr, TTL: 1}, reply.append(nil))
@@ -84,7 +87,7 @@ func (n *Node) learnLocked(info NodeInfo, via Address, fromLookup bool) {
 
 func (n *Node) sendPing(p *peer) {
 	n.mu.Lock()
-	pg := ping{Sent: uint64(n.now()), Kinds: p.kinds, Coord: n.coord}
+	pg := ping{Sent: uint64(n.now()), Kinds: p.kinds, Coord: n.coord, Observed: observedOf(p)}
 	p.lastPing = n.now()
 	n.mu.Unlock()
 	n.sendOn(p, &Header{Type: TypePing, Src: n.addr, Dst: p.addr, TTL: 1}, pg.append(nil))
@@ -125,7 +128,7 @@ func (n *Node) request(ctx context.Context, t Type, dst Address, flags Flags, bo
 func (n *Node) ReplyVia(dst Address) Address { return n.replyVia(dst, false) }
 
 func (n *Node) replyVia(dst Address, exclude bool) Address {
-	if p := n.nextHop(dst, n.addr, exclude, true); p != nil {
+	if p := n.nextHop(dst, n.addr, exclude, true, false); p != nil {
 		return p.addr
 	}
 	return Address{}
@@ -250,6 +253,18 @@ func (n *Node) connectTo(target Address, kinds Kind) {
 		n.mu.Unlock()
 		return
 	}
+	n.mu.Unlock()
+	n.sendConnect(target, kinds)
+}
+
+// sendConnect starts an attempt to link with target for kinds (none: a
+// relayed neighbour trying to go direct) unless one is under way.
+func (n *Node) sendConnect(target Address, kinds Kind) {
+	n.mu.Lock()
+	if n.pending[target] != nil {
+		n.mu.Unlock()
+		return
+	}
 	a := &attempt{kinds: kinds, id: n.newIDLocked(), deadline: n.now() + n.cfg.ConnectTimeout}
 	n.pending[target] = a
 	var via Address
@@ -290,12 +305,15 @@ func (n *Node) onConnect(m *Message) {
 		n.stats.malformed.Add(1)
 		return
 	}
-	n.reply(m, TypeConnectReply, req.Via, connect{ID: req.ID, Sender: n.info()})
+	// The answer names our neighbours: relay candidates if no direct
+	// link gets through.
+	n.reply(m, TypeConnectReply, req.Via, connect{ID: req.ID, Sender: n.info(), Near: n.nearInfos(m.Src)})
 	// Dial back at once; the requester dials us when the reply arrives.
-	// The kinds the requester wants reach us in its pings.
+	// The kinds the requester wants reach us in its pings. A relayed
+	// neighbour asking again wants a direct link.
 	n.mu.Lock()
 	n.learnLocked(req.Sender, req.Via, false)
-	if n.peers[m.Src] != nil || n.pending[m.Src] != nil {
+	if p := n.peers[m.Src]; (p != nil && p.via.IsZero()) || n.pending[m.Src] != nil {
 		n.mu.Unlock()
 		return
 	}
@@ -325,6 +343,9 @@ func (n *Node) onConnectReply(m *Message) {
 	}
 	a.dialing = true
 	n.learnLocked(r.Sender, r.Via, false)
+	for _, ni := range r.Near {
+		a.near = append(a.near, ni.Address)
+	}
 	n.mu.Unlock()
 	n.spawn(func() { n.dial(m.Src, r.Sender.Endpoints, a) })
 }
@@ -362,7 +383,20 @@ const (
 	maxPending = 64
 )
 
-// dial tries target's endpoints in turn until one gives a link.
+// dialStagger spaces the dials to a node's endpoints: the first (its
+// listen or LAN address) gets a head start, the rest follow without
+// waiting for it to fail, which is what lets two NATed nodes punch holes
+// within one connect attempt.
+const dialStagger = 50 * time.Millisecond
+
+type dialResult struct {
+	link Link
+	ep   netip.AddrPort
+	err  error
+}
+
+// dial dials every one of target's endpoints, a little apart, and keeps
+// the first link that reaches target.
 func (n *Node) dial(target Address, endpoints []netip.AddrPort, a *attempt) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ConnectTimeout)
 	defer cancel()
@@ -373,43 +407,81 @@ func (n *Node) dial(target Address, endpoints []netip.AddrPort, a *attempt) {
 		case <-ctx.Done():
 		}
 	}()
-	var lastErr error = errors.New("it offered no endpoints")
+	eps := make([]netip.AddrPort, 0, len(endpoints))
 	for _, ep := range endpoints {
-		n.mu.Lock()
-		_, linked := n.peers[target]
-		n.mu.Unlock()
-		if linked { // its own dial reached us first
-			break
+		if usableEndpoint(ep) && !slices.Contains(eps, ep) {
+			eps = append(eps, ep)
 		}
-		l, err := n.linker.Dial(ctx, ep)
-		if err != nil {
-			lastErr = err
-			continue
+	}
+	results := make(chan dialResult, len(eps))
+	for i, ep := range eps {
+		go func() {
+			if i > 0 {
+				t := time.NewTimer(time.Duration(i) * dialStagger)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					results <- dialResult{ep: ep, err: ctx.Err()}
+					return
+				}
+			}
+			if n.isLinkedDirect(target) { // its own dial reached us first
+				results <- dialResult{ep: ep, err: errLinked}
+				return
+			}
+			l, err := n.linker.Dial(ctx, ep)
+			results <- dialResult{link: l, ep: ep, err: err}
+		}()
+	}
+	var won Link
+	var lastErr error = errors.New("it offered no endpoints")
+	for range eps {
+		r := <-results
+		switch {
+		case r.err != nil:
+			if !errors.Is(r.err, errLinked) {
+				lastErr = fmt.Errorf("%s: %w", r.ep, r.err)
+			}
+		case r.link.Peer().Address != target:
+			r.link.Close()
+			lastErr = fmt.Errorf("%w at %s", errWrongPeer, r.ep)
+		case won != nil:
+			r.link.Close() // a second endpoint of the same node
+		default:
+			won = r.link
+			cancel() // the other dials stop
 		}
-		if l.Peer().Address != target {
-			l.Close()
-			lastErr = fmt.Errorf("%w at %s", errWrongPeer, ep)
-			continue
-		}
+	}
+	if won != nil {
 		n.mu.Lock()
 		kinds := a.kinds
 		n.mu.Unlock()
-		n.addLink(l, kinds)
+		n.addLink(won, kinds)
 		return
 	}
-	n.mu.Lock()
-	_, linked := n.peers[target]
-	n.mu.Unlock()
-	if !linked {
+	if !n.isLinkedDirect(target) {
 		if ctx.Err() == nil || n.now() < a.deadline+time.Second {
 			n.log.Debug("connect failed", zap.Stringer("peer", target), zap.Error(lastErr))
+		}
+		if n.relayFallback(target, a) {
+			return
 		}
 		n.failAttempt(target, a)
 	}
 }
 
+var errLinked = errors.New("already linked")
+
 func (n *Node) isLinked(a Address) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.peers[a] != nil
+}
+
+func (n *Node) isLinkedDirect(a Address) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[a]
+	return p != nil && p.via.IsZero()
 }

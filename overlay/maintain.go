@@ -41,6 +41,7 @@ func (n *Node) maintainLoop() {
 
 func (n *Node) maintain() {
 	n.checkLinks()
+	n.retryDirect()
 	n.maintainLeaf()
 	n.maintainNear()
 	n.maintainFar()

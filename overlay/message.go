@@ -343,22 +343,36 @@ func (r *reader) nodeInfos() []NodeInfo {
 
 // ping is the payload of TypePing and TypePong.
 //
-//	sent (8, sender's clock, echoed in the pong) | kinds (1) | coord (16)
+//	sent (8, sender's clock, echoed in the pong) | kinds (1) | coord (16) |
+//	observed (endpoint list of 0 or 1: where the sender sees the receiver)
+//
+// The observed endpoint is how a node behind a NAT learns its reflexive
+// address; a relayed link has none to tell.
 type ping struct {
-	Sent  uint64
-	Kinds Kind
-	Coord Coord
+	Sent     uint64
+	Kinds    Kind
+	Coord    Coord
+	Observed netip.AddrPort
 }
 
 func (p *ping) append(b []byte) []byte {
 	b = putU64(b, p.Sent)
 	b = append(b, byte(p.Kinds))
-	return putCoord(b, p.Coord)
+	b = putCoord(b, p.Coord)
+	if p.Observed.IsValid() {
+		return putEndpoints(b, []netip.AddrPort{p.Observed})
+	}
+	return append(b, 0)
 }
 
 func parsePing(b []byte) (ping, error) {
 	r := reader{b: b}
 	p := ping{Sent: r.u64(), Kinds: Kind(r.u8()), Coord: r.coord()}
+	if eps := r.endpoints(); len(eps) > 1 {
+		r.err = ErrBadPayload
+	} else if len(eps) == 1 {
+		p.Observed = eps[0]
+	}
 	return p, r.done()
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -61,6 +60,7 @@ type Node struct {
 	sizeBits   atomic.Uint64
 	stats      counters
 	bcast      broadcaster
+	relays     atomic.Pointer[Pipes] // routed pipes for relayed links, once NewPipes ran
 	wg         sync.WaitGroup
 
 	// mu guards the following
@@ -80,6 +80,7 @@ type Node struct {
 	lastFar  time.Duration
 	farGoal  int
 	sizeEst  float64
+	observed map[Address]observation // where each linked peer sees us (nat.go)
 }
 
 // peer is one linked neighbour.
@@ -89,6 +90,9 @@ type peer struct {
 	member *security.Member
 	addr   Address
 	since  time.Time
+	// via is the relay a link over a routed pipe goes through (relay.go);
+	// zero for a direct link.
+	via Address
 
 	lastHeard atomic.Int64 // node clock, ns
 	// retiring: neither side keeps the link; trim closes it after a drain
@@ -107,6 +111,7 @@ type peer struct {
 	endpoints []netip.AddrPort
 	lastPing  time.Duration
 	retireAt  time.Duration // node clock when retiring was set
+	directTry time.Duration // relayed: when a direct link was last tried
 }
 
 // knownNode is a node we have heard of but may not be linked to.
@@ -128,10 +133,12 @@ type attempt struct {
 	id       uint64
 	deadline time.Duration
 	dialing  bool
+	near     []Address // the peer's neighbours, from its answer: relay candidates
 }
 
 type counters struct {
 	malformed, ttlExpired, noRoute, unknownType, forwarded, delivered, sendFailed, knownFull, refused, broadcastDropped atomic.Uint64
+	relayed                                                                                                             atomic.Uint64
 }
 
 // linkEnded reports whether l is closed (as opposed to refusing one
@@ -159,20 +166,21 @@ func New(self *security.Member, linker Linker, cfg Config, log *zap.Logger) (*No
 		return nil, errors.New("overlay: node needs an identity with an address")
 	}
 	n := &Node{
-		self:    self,
-		addr:    self.Address,
-		linker:  linker,
-		cfg:     cfg,
-		log:     log.Named("overlay").With(zap.String("node", self.Name)),
-		started: time.Now(),
-		closed:  make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		peers:   make(map[Address]*peer),
-		known:   make(map[Address]*knownNode),
-		pending: make(map[Address]*attempt),
-		waiting: make(map[uint64]chan connect),
-		coord:   newCoord(),
-		rng:     rand.New(rand.NewPCG(addrSeed(self.Address), uint64(time.Now().UnixNano()))),
+		self:     self,
+		addr:     self.Address,
+		linker:   linker,
+		cfg:      cfg,
+		log:      log.Named("overlay").With(zap.String("node", self.Name)),
+		started:  time.Now(),
+		closed:   make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		peers:    make(map[Address]*peer),
+		known:    make(map[Address]*knownNode),
+		pending:  make(map[Address]*attempt),
+		waiting:  make(map[uint64]chan connect),
+		observed: make(map[Address]observation),
+		coord:    newCoord(),
+		rng:      rand.New(rand.NewPCG(addrSeed(self.Address), uint64(time.Now().UnixNano()))),
 	}
 	empty := []*peer{}
 	n.routes.Store(&empty)
@@ -287,8 +295,13 @@ func (n *Node) acceptLoop() {
 	}
 }
 
-// addLink puts a new link in the table, keeping one link per peer.
-func (n *Node) addLink(l Link, kinds Kind) {
+// addLink puts a new direct link in the table, keeping one link per
+// peer.
+func (n *Node) addLink(l Link, kinds Kind) { n.addLinkVia(l, kinds, Address{}) }
+
+// addLinkVia puts a new link in the table: a relayed one when via is not
+// zero.
+func (n *Node) addLinkVia(l Link, kinds Kind, via Address) {
 	m := l.Peer()
 	if m == nil || m.Address == n.addr {
 		l.Close()
@@ -308,7 +321,7 @@ func (n *Node) addLink(l Link, kinds Kind) {
 			n.mu.Unlock()
 			return
 		}
-		if !n.preferNew(old.link, l) {
+		if !n.preferNew(old, l, via) {
 			old.kinds |= kinds
 			n.mu.Unlock()
 			l.Close()
@@ -317,7 +330,7 @@ func (n *Node) addLink(l Link, kinds Kind) {
 		retired = old.link
 		kinds |= old.kinds
 	}
-	p := &peer{link: l, member: m, addr: m.Address, since: time.Now(), kinds: kinds}
+	p := &peer{link: l, member: m, addr: m.Address, since: time.Now(), kinds: kinds, via: via, directTry: n.now()}
 	if old != nil {
 		p.peerKinds, p.coord, p.endpoints = old.peerKinds, old.coord, old.endpoints
 		p.rtt.Store(old.rtt.Load())
@@ -339,22 +352,27 @@ func (n *Node) addLink(l Link, kinds Kind) {
 		retired.Close()
 	}
 	n.log.Debug("link up", zap.Stringer("peer", m.Address), zap.String("name", m.Name),
-		zap.Stringer("addr", l.Remote()), zap.Bool("dialed", l.Dialed()), zap.Stringer("kinds", kinds))
+		zap.Stringer("addr", l.Remote()), zap.Bool("dialed", l.Dialed()), zap.Stringer("kinds", kinds),
+		zap.Stringer("via", via))
 	n.sendPing(p)
 	n.poke()
 }
 
 // preferNew decides between two links to one peer the same way on both
-// sides: the link dialed by the smaller address wins; between two dialed
-// by the same side, the newer one (the older is presumably dead).
-func (n *Node) preferNew(old, l Link) bool {
+// sides: a direct link beats a relayed one; otherwise the link dialed by
+// the smaller address wins; between two dialed by the same side, the
+// newer one (the older is presumably dead).
+func (n *Node) preferNew(old *peer, l Link, via Address) bool {
 	select {
-	case <-old.Done():
+	case <-old.link.Done():
 		return true
 	default:
 	}
+	if oldRelayed, newRelayed := !old.via.IsZero(), !via.IsZero(); oldRelayed != newRelayed {
+		return oldRelayed
+	}
 	smallerDials := n.addr.Compare(l.Peer().Address) < 0 // we are smaller: we should dial
-	oldOK := old.Dialed() == smallerDials
+	oldOK := old.link.Dialed() == smallerDials
 	newOK := l.Dialed() == smallerDials
 	if oldOK != newOK {
 		return newOK
@@ -370,6 +388,7 @@ func (n *Node) removePeer(p *peer, why string) {
 	cur := n.peers[p.addr]
 	if cur == p {
 		delete(n.peers, p.addr)
+		delete(n.observed, p.addr)
 		n.rebuildRoutes()
 		if why != reasonTrimmed {
 			k := n.known[p.addr]
@@ -437,7 +456,7 @@ func (n *Node) dispatch(msg []byte, h *Header, payload []byte, from *peer) error
 			}
 		}
 		origin := from == nil && h.Src == n.addr
-		next := n.nextHop(target, h.Src, exclude, origin)
+		next := n.nextHop(target, h.Src, exclude, origin, h.Type == TypePipe)
 		if next == nil {
 			if target == n.addr || (!exact && !(exclude && origin)) {
 				n.deliver(h, payload, from)
@@ -489,13 +508,15 @@ func (n *Node) dispatch(msg []byte, h *Header, payload []byte, from *peer) error
 // target); among them greedy routing takes the closest, and with
 // Proximity the one with the lowest predicted cost: its RTT plus a typical
 // hop's RTT per hop still to go from it. With exclude, src is not a
-// candidate, and at the origin itself this node is not either.
-func (n *Node) nextHop(target, src Address, exclude, origin bool) *peer {
+// candidate, and at the origin itself this node is not either. With
+// direct, relayed links are not candidates: a routed pipe's records
+// never travel inside another routed pipe, so relays can't nest or loop.
+func (n *Node) nextHop(target, src Address, exclude, origin, direct bool) *peer {
 	var best *peer
 	var bestD Address
 	peers := *n.routes.Load()
 	for _, p := range peers {
-		if exclude && p.addr == src {
+		if (exclude && p.addr == src) || (direct && !p.via.IsZero()) {
 			continue
 		}
 		if p.addr == target {
@@ -524,7 +545,7 @@ func (n *Node) nextHop(target, src Address, exclude, origin bool) *peer {
 	if !n.cfg.Proximity {
 		return best
 	}
-	return n.cheapestHop(peers, target, src, exclude, selfD, best)
+	return n.cheapestHop(peers, target, src, exclude, direct, selfD, best)
 }
 
 // cheapestHop picks, among the neighbours closer to target than selfD, the
@@ -532,7 +553,7 @@ func (n *Node) nextHop(target, src Address, exclude, origin bool) *peer {
 // selection). Remaining hops from a node at ring distance d are estimated
 // as hopsPerDoubling * log2(1 + d*N): what a Symphony ring with this
 // node's links achieves, measured as hopsPerDoubling.
-func (n *Node) cheapestHop(peers []*peer, target, src Address, exclude bool, selfD Address, greedy *peer) *peer {
+func (n *Node) cheapestHop(peers []*peer, target, src Address, exclude, direct bool, selfD Address, greedy *peer) *peer {
 	hop := float64(n.typicalRTT.Load())
 	size := math.Float64frombits(n.sizeBits.Load())
 	if hop <= 0 || size <= 1 {
@@ -540,7 +561,7 @@ func (n *Node) cheapestHop(peers []*peer, target, src Address, exclude bool, sel
 	}
 	best, bestCost := greedy, math.Inf(1)
 	for _, p := range peers {
-		if exclude && p.addr == src {
+		if (exclude && p.addr == src) || (direct && !p.via.IsZero()) {
 			continue
 		}
 		d := Distance(p.addr, target)
@@ -640,39 +661,6 @@ func (n *Node) info() NodeInfo {
 	c := n.coord
 	n.mu.Unlock()
 	return NodeInfo{Address: n.addr, Endpoints: n.Endpoints(), Coord: c}
-}
-
-// Endpoints are the addresses this node offers to peers.
-func (n *Node) Endpoints() []netip.AddrPort {
-	if len(n.cfg.Advertise) > 0 {
-		return n.cfg.Advertise
-	}
-	local := n.linker.LocalAddr()
-	if !local.Addr().IsUnspecified() {
-		return []netip.AddrPort{local}
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var eps, loopback []netip.AddrPort
-	for _, a := range addrs {
-		pfx, err := netip.ParsePrefix(a.String())
-		if err != nil {
-			continue
-		}
-		ip := pfx.Addr()
-		if ip.IsLinkLocalUnicast() || (local.Addr().Is4() && !ip.Is4()) {
-			continue
-		}
-		ep := netip.AddrPortFrom(ip, local.Port())
-		if ip.IsLoopback() {
-			loopback = append(loopback, ep)
-		} else {
-			eps = append(eps, ep)
-		}
-	}
-	return append(eps, loopback...)[:min(len(eps)+len(loopback), maxEndpoints)]
 }
 
 // InRing reports whether the node is linked to its ring neighbours on

@@ -37,6 +37,8 @@ import (
 //	|  record: DTLS (first byte 20..63) or sealed (0xE1, receiver's ID) ... |
 //
 // flags bit 0 (pipeFromDialer) is set when the sender opened the pipe;
+// bit 1 (pipeRing) when the opener's pipe carries a ring link (a relayed
+// neighbour link, see relay.go) rather than a session for Pipes.Accept;
 // the other bits are zero (a message with any of them set is dropped).
 // The pipe ID is chosen by the side that opened the pipe (it is also that
 // side's connection ID), so a pipe is named by (opener's address, pipe
@@ -50,8 +52,11 @@ import (
 const PipeHeaderLen = 9
 
 // pipeFromDialer marks a TypePipe message sent by the side that opened
-// the pipe.
-const pipeFromDialer byte = 1 << 0
+// the pipe; pipeRing one whose pipe carries a relayed ring link.
+const (
+	pipeFromDialer byte = 1 << 0
+	pipeRing       byte = 1 << 1
+)
 
 // MaxPipePayload is the largest packet a link over a routed pipe carries:
 // the routed message (header with via, pipe header, sealed record) must
@@ -130,7 +135,9 @@ func (c PipeConfig) Validate() error {
 // Links over routed pipes come out of Pipes.Accept, never out of the
 // endpoint's Accept: that one feeds the node's neighbour links, and a
 // routed link taken for a neighbour would route its own datagrams over
-// itself. They are registered with the endpoint like every link (Links,
+// itself. The exception is a relayed ring link (pipeRing, relay.go): it
+// is pinned to a relay and its records travel over direct links only, so
+// it is handed to the node as a neighbour link. They are registered with the endpoint like every link (Links,
 // rekeys, Close).
 //
 // Simultaneous opens: when both nodes Dial each other at once, the
@@ -237,6 +244,7 @@ func NewPipes(node *Node, ep *security.Endpoint, cfg PipeConfig, log *zap.Logger
 		handshaking: make(map[Address][]*routedPipe),
 	}
 	node.Handle(TypePipe, ps.HandleMessage)
+	node.relays.Store(ps)
 	go ps.sweepLoop()
 	return ps, nil
 }
@@ -261,7 +269,13 @@ func pipeRemote(a Address) netip.AddrPort {
 // If dst dials us at the same moment, the link may be the one dst
 // opened (see Pipes).
 func (ps *Pipes) Dial(ctx context.Context, dst, via Address) (*security.Link, error) {
-	p, err := ps.newDialed(dst, via)
+	return ps.dial(ctx, dst, via, false)
+}
+
+// dial is Dial; ring marks the pipe as a relayed ring link, which the
+// peer hands to its node rather than to Accept.
+func (ps *Pipes) dial(ctx context.Context, dst, via Address, ring bool) (*security.Link, error) {
+	p, err := ps.newDialed(dst, via, ring)
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +418,7 @@ func (ps *Pipes) sweep(now time.Time) {
 }
 
 // newDialed registers a pipe this node opens to dst.
-func (ps *Pipes) newDialed(dst, via Address) (*routedPipe, error) {
+func (ps *Pipes) newDialed(dst, via Address, ring bool) (*routedPipe, error) {
 	if dst == ps.self || dst.IsZero() {
 		return nil, fmt.Errorf("overlay: routed pipe to %s: not a peer address", dst)
 	}
@@ -424,7 +438,9 @@ func (ps *Pipes) newDialed(dst, via Address) (*routedPipe, error) {
 		}
 	}
 	ps.stats.dialed.Add(1)
-	return ps.newPipeLocked(key, via, key.id), nil
+	p := ps.newPipeLocked(key, via, key.id)
+	p.ring = ring
+	return p, nil
 }
 
 // newPipeLocked registers a handshaking pipe; ps.mu must be held.
@@ -499,7 +515,7 @@ func (ps *Pipes) HandleMessage(m *Message) {
 	p := ps.pipes[key]
 	ps.mu.RUnlock()
 	if p == nil {
-		ps.open(m, key, rec)
+		ps.open(m, key, rec, ph.flags&pipeRing != 0)
 		return
 	}
 	p.receive(rec)
@@ -507,7 +523,7 @@ func (ps *Pipes) HandleMessage(m *Message) {
 
 // open makes the accepting side of a pipe for a ClientHello under a name
 // this node does not know, resolving simultaneous opens (see Pipes).
-func (ps *Pipes) open(m *Message, key pipeKey, rec []byte) {
+func (ps *Pipes) open(m *Message, key pipeKey, rec []byte, ring bool) {
 	if key.dialed {
 		ps.stats.dropUnknown.Add(1) // an answer on a pipe we no longer have
 		return
@@ -519,6 +535,10 @@ func (ps *Pipes) open(m *Message, key pipeKey, rec []byte) {
 	var via Address
 	if m.Flags&FlagVia != 0 {
 		via = m.Via
+	}
+	if ring && via.IsZero() {
+		ps.stats.dropMalformed.Add(1) // a relayed ring link names its relay
+		return
 	}
 	ps.mu.Lock()
 	if ps.isClosed {
@@ -550,6 +570,7 @@ func (ps *Pipes) open(m *Message, key pipeKey, rec []byte) {
 	}
 	p := ps.newPipeLocked(key, via, randomPipeID())
 	p.started = true
+	p.ring = ring
 	ps.mu.Unlock()
 	ps.stats.accepted.Add(1)
 	if ce := ps.log.Check(zap.DebugLevel, "routed pipe opened by peer"); ce != nil {
@@ -566,6 +587,10 @@ func (ps *Pipes) onAccepted(p *routedPipe, l *security.Link) {
 		ps.log.Warn("routed pipe refused: the certificate is not the sender's",
 			zap.Stringer("peer", p.key.peer), zap.String("name", l.Peer().Name), zap.Stringer("node", l.Peer().Address))
 		l.Close()
+		return
+	}
+	if p.ring {
+		ps.node.addLinkVia(l, 0, p.via)
 		return
 	}
 	ps.mu.RLock()
@@ -613,6 +638,9 @@ func (ps *Pipes) write(p *routedPipe, rec []byte) error {
 	flags := byte(0)
 	if p.key.dialed {
 		flags = pipeFromDialer
+		if p.ring {
+			flags |= pipeRing
+		}
 	}
 	buf := ps.buffers.get()
 	b := appendPipeHeader(buf[:0], pipeHeader{flags: flags, id: p.key.id})
@@ -652,7 +680,7 @@ func parsePipeHeader(b []byte) (pipeHeader, []byte, error) {
 		return h, nil, ErrBadPayload
 	}
 	h.flags = b[0]
-	if h.flags&^pipeFromDialer != 0 {
+	if h.flags&^(pipeFromDialer|pipeRing) != 0 {
 		return h, nil, ErrBadPayload
 	}
 	copy(h.id[:], b[1:PipeHeaderLen])
@@ -685,6 +713,7 @@ type routedPipe struct {
 	ps          *Pipes
 	key         pipeKey
 	via         Address // zero: plain greedy routing
+	ring        bool    // carries a relayed ring link (pipeRing)
 	local       [8]byte // our connection ID (the pipe ID if we opened it)
 	remote      netip.AddrPort
 	raddr       *net.UDPAddr
@@ -762,7 +791,7 @@ func (p *routedPipe) Glared() bool { return errors.Is(p.failedErr(), errPipeGlar
 // Redial implements security.Redialer: a new pipe to the same peer,
 // through the same via, for a rekey.
 func (p *routedPipe) Redial(context.Context) (security.Pipe, error) {
-	return p.ps.newDialed(p.key.peer, p.via)
+	return p.ps.newDialed(p.key.peer, p.via, p.ring)
 }
 
 // Close implements security.Pipe: the pipe leaves the table and delivers

@@ -661,7 +661,7 @@ func TestPipeHeader_RoundTripAndRejects(t *testing.T) {
 	for name, bad := range map[string][]byte{
 		"empty":         nil,
 		"header only":   b[:PipeHeaderLen],
-		"unknown flags": append([]byte{0x02}, b[1:]...),
+		"unknown flags": append([]byte{0x04}, b[1:]...),
 	} {
 		if _, _, err := parsePipeHeader(bad); !errors.Is(err, ErrBadPayload) {
 			t.Errorf("%s: %v", name, err)

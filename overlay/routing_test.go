@@ -122,7 +122,7 @@ func testRoutingMatchesBruteForce(t *testing.T, proximity bool) {
 					t.Fatalf("trial %d: route %s -> %s loops at %s", trial, src, key, cur)
 				}
 				seen[cur] = true
-				next := nodes[cur].nextHop(key, src, false, cur == src)
+				next := nodes[cur].nextHop(key, src, false, cur == src, false)
 				if next == nil {
 					break
 				}
@@ -146,7 +146,7 @@ func testRoutingMatchesBruteForce(t *testing.T, proximity bool) {
 			want := bruteClosest(others, src)
 			cur := src
 			for {
-				next := nodes[cur].nextHop(src, src, true, cur == src)
+				next := nodes[cur].nextHop(src, src, true, cur == src, false)
 				if next == nil {
 					break
 				}

@@ -20,7 +20,10 @@ type Status struct {
 	Successors   []Address    `json:"successors"`
 	Predecessors []Address    `json:"predecessors"`
 	Peers        []PeerStatus `json:"peers"`
-	Counters     Counters     `json:"counters"`
+	// Reflexive lists where peers see this node, most agreed on first:
+	// behind a NAT, the NAT's mappings.
+	Reflexive []netip.AddrPort `json:"reflexive"`
+	Counters  Counters         `json:"counters"`
 }
 
 // PeerStatus describes one link.
@@ -30,13 +33,15 @@ type PeerStatus struct {
 	Kinds     Kind           `json:"kinds"`
 	PeerKinds Kind           `json:"peer_kinds"`
 	Endpoint  netip.AddrPort `json:"endpoint"`
-	Dialed    bool           `json:"dialed"`
-	RTT       time.Duration  `json:"rtt_ns"`
-	BytesIn   uint64         `json:"bytes_in"`
-	BytesOut  uint64         `json:"bytes_out"`
-	MsgsIn    uint64         `json:"msgs_in"`
-	MsgsOut   uint64         `json:"msgs_out"`
-	Since     time.Time      `json:"since"`
+	// Via is the relay of a relayed link, zero for a direct one.
+	Via      Address       `json:"via"`
+	Dialed   bool          `json:"dialed"`
+	RTT      time.Duration `json:"rtt_ns"`
+	BytesIn  uint64        `json:"bytes_in"`
+	BytesOut uint64        `json:"bytes_out"`
+	MsgsIn   uint64        `json:"msgs_in"`
+	MsgsOut  uint64        `json:"msgs_out"`
+	Since    time.Time     `json:"since"`
 }
 
 // Counters count messages by fate.
@@ -56,6 +61,9 @@ type Counters struct {
 	// BroadcastDropped counts well-formed broadcasts dropped as
 	// duplicates or over the per-originator rate limit.
 	BroadcastDropped uint64 `json:"broadcast_dropped"`
+	// Relayed counts links this node made through a relay because no
+	// direct one got through.
+	Relayed uint64 `json:"relayed"`
 }
 
 // Status returns a snapshot of the node.
@@ -82,11 +90,12 @@ func (n *Node) Status() Status {
 		},
 	}
 	st.Counters.BroadcastDropped = n.stats.broadcastDropped.Load()
+	st.Counters.Relayed = n.stats.relayed.Load()
 	var near []Address
 	for _, p := range n.peers {
 		st.Peers = append(st.Peers, PeerStatus{
 			Address: p.addr, Name: p.member.Name, Kinds: p.kinds, PeerKinds: p.peerKinds,
-			Endpoint: p.link.Remote(), Dialed: p.link.Dialed(), RTT: time.Duration(p.rtt.Load()),
+			Endpoint: p.link.Remote(), Via: p.via, Dialed: p.link.Dialed(), RTT: time.Duration(p.rtt.Load()),
 			BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(),
 			MsgsIn: p.msgsIn.Load(), MsgsOut: p.msgsOut.Load(), Since: p.since,
 		})
@@ -95,6 +104,7 @@ func (n *Node) Status() Status {
 		}
 	}
 	slices.SortFunc(st.Peers, func(a, b PeerStatus) int { return a.Address.Compare(b.Address) })
+	st.Reflexive = n.reflexiveLocked()
 	st.Successors = nearestBy(near, n.cfg.Near, func(a Address) Address { return Clockwise(n.addr, a) })
 	st.Predecessors = nearestBy(near, n.cfg.Near, func(a Address) Address { return Clockwise(a, n.addr) })
 	return st

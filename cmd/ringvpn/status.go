@@ -43,6 +43,9 @@ func newStatusCommand(a *app) *cobra.Command {
 
 func printStatus(a *app, s node.Status) {
 	fmt.Fprintf(a.stdout, "node %s  %s  listening on %s  up %s\n", s.Name, s.Address, s.Listen, s.Uptime)
+	if len(s.Reflexive) > 0 {
+		fmt.Fprintf(a.stdout, "seen by peers at %s\n", strings.Join(s.Reflexive, ", "))
+	}
 	ring := "joining"
 	if s.InRing {
 		ring = "in the ring"
@@ -55,8 +58,12 @@ func printStatus(a *app, s node.Status) {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tADDRESS\tKIND\tPEER KIND\tENDPOINT\tROLE\tRTT\tMSGS IN/OUT\tBYTES IN/OUT")
 	for _, l := range s.Links {
+		endpoint := l.Remote
+		if l.Relay != "" {
+			endpoint = "relayed by " + l.Relay
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2fms\t%d/%d\t%d/%d\n",
-			l.Peer, short(l.Address), l.Kind, l.PeerKind, l.Remote, l.Role, l.RTTMillis,
+			l.Peer, short(l.Address), l.Kind, l.PeerKind, endpoint, l.Role, l.RTTMillis,
 			l.MsgsIn, l.MsgsOut, l.BytesIn, l.BytesOut)
 	}
 	tw.Flush()

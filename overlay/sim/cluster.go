@@ -111,6 +111,10 @@ func New(opts Options) (*Cluster, error) {
 	return c, nil
 }
 
+// Network is the in-memory network of a Secure cluster (nil otherwise),
+// for tests that cut or degrade links between members.
+func (c *Cluster) Network() *memnet.Network { return c.net }
+
 // hostAddr is node i's transport address.
 func hostAddr(i int) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 4242)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -26,7 +27,9 @@ type Status struct {
 	Name    string `json:"name"`
 	Address string `json:"address"`
 	Listen  string `json:"listen"`
-	Uptime  string `json:"uptime"`
+	// Reflexive lists where peers see this node (its NAT's mappings).
+	Reflexive []string `json:"reflexive"`
+	Uptime    string   `json:"uptime"`
 	// InRing: the node has near neighbours on both sides.
 	InRing        bool `json:"in_ring"`
 	EstimatedSize int  `json:"estimated_size"`
@@ -50,9 +53,12 @@ type LinkStatus struct {
 	Address string `json:"address"`
 	// Kind says why this node keeps the link (leaf, near, far), PeerKind
 	// why the peer does; a link lives while either has a reason.
-	Kind      string  `json:"kind"`
-	PeerKind  string  `json:"peer_kind"`
-	Remote    string  `json:"remote"`
+	Kind     string `json:"kind"`
+	PeerKind string `json:"peer_kind"`
+	Remote   string `json:"remote"`
+	// Relay names the node a relayed link goes through; empty when the
+	// link is direct.
+	Relay     string  `json:"relay,omitempty"`
 	Role      string  `json:"role"`
 	RTTMillis float64 `json:"rtt_ms"`
 	Since     string  `json:"since"`
@@ -76,6 +82,7 @@ func (n *Node) Status() Status {
 		Name:          n.identity.Member.Name,
 		Address:       n.identity.Member.Address.String(),
 		Listen:        n.linker.LocalAddr().String(),
+		Reflexive:     endpointStrings(rs.Reflexive),
 		Uptime:        time.Since(n.started).Round(time.Second).String(),
 		InRing:        rs.InRing,
 		EstimatedSize: rs.EstimatedSize,
@@ -92,20 +99,39 @@ func (n *Node) Status() Status {
 		vs := n.vpn.Status()
 		s.VPN = &vs
 	}
+	names := make(map[overlay.Address]string, len(rs.Peers))
+	for _, p := range rs.Peers {
+		names[p.Address] = p.Name
+	}
 	for _, p := range rs.Peers {
 		role := "acceptor"
 		if p.Dialed {
 			role = "dialer"
 		}
+		relay := ""
+		if !p.Via.IsZero() {
+			relay = p.Via.String()
+			if name := names[p.Via]; name != "" {
+				relay = name
+			}
+		}
 		s.Links = append(s.Links, LinkStatus{
 			Peer: p.Name, Address: p.Address.String(), Kind: p.Kinds.String(), PeerKind: p.PeerKinds.String(),
-			Remote: p.Endpoint.String(), Role: role, RTTMillis: float64(p.RTT.Microseconds()) / 1000,
+			Remote: p.Endpoint.String(), Relay: relay, Role: role, RTTMillis: float64(p.RTT.Microseconds()) / 1000,
 			Since: p.Since.UTC().Format(time.RFC3339), MsgsIn: p.MsgsIn, MsgsOut: p.MsgsOut,
 			BytesIn: p.BytesIn, BytesOut: p.BytesOut,
 		})
 	}
 	sort.Slice(s.Links, func(i, j int) bool { return s.Links[i].Address < s.Links[j].Address })
 	return s
+}
+
+func endpointStrings(eps []netip.AddrPort) []string {
+	out := make([]string, len(eps))
+	for i, e := range eps {
+		out[i] = e.String()
+	}
+	return out
 }
 
 func addressStrings(as []overlay.Address) []string {
