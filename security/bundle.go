@@ -131,6 +131,7 @@ func (b *TrustBundle) verify(leaf *x509.Certificate, now time.Time) (*Member, er
 		return nil, err
 	}
 	m.CAName = ca.Subject.CommonName
+	m.CANotAfter = ca.NotAfter
 	return m, nil
 }
 

@@ -60,6 +60,9 @@ type Member struct {
 	NotBefore, NotAfter time.Time
 	// CAName is the name (Subject CN) of the CA that issued the certificate.
 	CAName string
+	// CANotAfter is when that CA's certificate expires; zero unless the
+	// member was verified against a trust bundle. See ValidUntil.
+	CANotAfter time.Time
 	// Cert is the certificate itself.
 	Cert *x509.Certificate
 }

@@ -88,9 +88,34 @@
 // A trust bundle may hold several CAs, so a group can rotate its CA: members
 // of the old and the new CA are accepted while both are in the bundle.
 //
+// # Revocation
+//
+// A CA revokes members with standard X.509 v2 revocation lists (CRLs, RFC
+// 5280), made by [CA.Revoke] (`ringvpn ca revoke`): each list keeps the
+// entries of the one before, and its CRL number is one higher. A node
+// holds the newest list of each CA of its bundle in [Revocations], which
+// takes a list only if a CA of the bundle signed it and its number is
+// higher than the one held, so replaying an old list can't undo a
+// revocation. Lists past their nextUpdate are still applied (they only
+// ever take access away) and warned about. An [Endpoint] given the set
+// with SetRevocations refuses revoked peers in handshakes, like any other
+// bad certificate, and closes its links to members as soon as a list
+// revoking them arrives, telling the peer. Lists come from files
+// ([RevocationFiles], reloaded when they change) and, as DER bytes, from
+// other members ([Revocations.Add], [Revocations.Lists] to publish).
+//
+// # Expiry
+//
+// A link closes when its peer's certificate, or the CA that issued it,
+// expires: one runtime timer per link (no goroutine), re-checked against
+// the wall clock. A [Monitor] warns ahead of the expiry of the node's own
+// certificate and of its CA, then daily.
+//
 // # Files
 //
 // Private keys are PKCS#8 PEM files written with mode 0600; certificates and
 // trust bundles are PEM "CERTIFICATE" blocks (a bundle is several
 // concatenated). Existing files are not overwritten unless forced.
+// Revocation lists are PEM "X509 CRL" blocks, replaced atomically when a
+// CA extends its list.
 package security

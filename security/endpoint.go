@@ -52,12 +52,16 @@ type Endpoint struct {
 	bundle atomic.Pointer[TrustBundle]
 	wg     sync.WaitGroup
 
+	revocations atomic.Pointer[Revocations] // nil: no revocation checks
+	sweepQueued atomic.Bool                 // a sweep of revoked links is queued
+
 	// mu guards the following
 	mu        sync.Mutex
 	links     map[[8]byte]*Link                 // by the current session's local ID
 	waiters   map[netip.AddrPort][]chan handoff // dials that may lose a simultaneous open
 	isClosed  bool
 	closeOnce sync.Once
+	revStop   func() // unregisters from the Revocations
 
 	handshakes, failures atomic.Uint64
 }
@@ -144,6 +148,10 @@ func (e *Endpoint) Close() error {
 		links := make([]*Link, 0, len(e.links))
 		for _, l := range e.links {
 			links = append(links, l)
+		}
+		if e.revStop != nil {
+			e.revStop()
+			e.revStop = nil
 		}
 		e.mu.Unlock()
 		for _, l := range links {
@@ -410,6 +418,9 @@ func (e *Endpoint) handshake(ctx context.Context, pipe Pipe, dialer bool) (*sess
 		dtls.WithInsecureSkipVerify(true),
 		dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
 			m, err := e.bundle.Load().VerifyMember(raw, time.Now())
+			if err == nil {
+				err = e.revocations.Load().Check(m.Cert)
+			}
 			if err != nil {
 				e.log.Warn("peer refused", zap.Stringer("addr", remote), zap.Error(err))
 				return err
@@ -532,6 +543,12 @@ func (e *Endpoint) register(l *Link) error {
 	}
 	e.links[l.LocalID()] = l
 	e.mu.Unlock()
+	// The peer may have been revoked during the handshake, after its
+	// certificate was checked and before a sweep could see the link.
+	if err := e.revocations.Load().Check(l.Peer().Cert); err != nil {
+		l.closeWith(err, true)
+		return err
+	}
 	l.start()
 	return nil
 }

@@ -35,6 +35,18 @@ var (
 	// ErrKeyMismatch means a private key does not belong to the certificate
 	// it was paired with.
 	ErrKeyMismatch = errors.New("private key does not match the certificate")
+	// ErrRevoked means a certificate is listed in a revocation list of the
+	// CA that issued it.
+	ErrRevoked = errors.New("certificate has been revoked")
+	// ErrBadRevocationList means a revocation list can't be parsed, or is
+	// not shaped like a list ringvpn can apply (no CRL number, a delta or
+	// partitioned list, an unknown critical extension).
+	ErrBadRevocationList = errors.New("not a valid revocation list")
+	// ErrStaleRevocationList means a revocation list is not newer than the
+	// one already held for its CA, and was ignored. Lists travel between
+	// members, so old ones arrive as a matter of course: this is not a
+	// fault of the list.
+	ErrStaleRevocationList = errors.New("revocation list is not newer than the one held")
 )
 
 // detailError is an error with its own message that wraps a sentinel (and
@@ -53,4 +65,10 @@ func (e *detailError) Unwrap() []error { return e.errs }
 func errorf(sentinel error, format string, args ...any) error {
 	inner := fmt.Errorf(format, args...)
 	return &detailError{msg: inner.Error(), errs: []error{sentinel, inner}}
+}
+
+// wrapDetail returns an error with message msg that wraps err (and so
+// everything err wraps).
+func wrapDetail(err error, msg string) error {
+	return &detailError{msg: msg, errs: []error{err}}
 }

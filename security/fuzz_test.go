@@ -248,6 +248,7 @@ func writeFuzzSeeds(t *testing.T) {
 	ext = append(ext, []byte{0x30, 0x00})
 	writeSeedDir(t, filepath.Join("testdata", "fuzz", "FuzzMemberExtension_Unmarshal_NoPanic"), ext)
 	writeSeedDir(t, filepath.Join("testdata", "fuzz", "FuzzVerifyMember_NoPanic"), verifySeeds(t, ca))
+	writeSeedDir(t, filepath.Join("testdata", "fuzz", "FuzzRevocations_Add_NoPanic"), revocationSeeds(t, ca))
 }
 
 func writeSeedDir(t *testing.T, dir string, seeds [][]byte) {

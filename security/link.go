@@ -158,6 +158,8 @@ type Link struct {
 	tick      *time.Timer
 	lastIn    uint64 // records received at the last tick
 	lastOut   uint64 // records sent at the last tick
+	// expiry fires when the peer's certificate, or its CA, expires.
+	expiry    *time.Timer
 	silent    time.Duration
 	closeErr  error
 	closeOnce sync.Once
@@ -345,11 +347,18 @@ func (l *Link) keyNearLimit(s *session) {
 func (l *Link) start() {
 	l.mu.Lock()
 	l.tick = time.AfterFunc(l.ep.cfg.KeepaliveInterval, l.onTick)
+	if until := l.Peer().ValidUntil(); !until.IsZero() {
+		l.expiry = time.AfterFunc(time.Until(until), l.onExpiry)
+	}
 	l.mu.Unlock()
 }
 
 func (l *Link) onTick() {
 	cfg := l.ep.cfg
+	if err := l.peerExpired(time.Now()); err != nil { // see onExpiry
+		l.closeWith(err, true)
+		return
+	}
 	in, out := l.recordsIn.Load(), l.recordsOut.Load()
 	l.mu.Lock()
 	if l.closeErr != nil {
@@ -433,6 +442,9 @@ func (l *Link) adopt(s *session, peer *Member) {
 	l.previous = old
 	l.requested = false
 	l.peer.Store(peer)
+	if until := peer.ValidUntil(); l.expiry != nil && !until.IsZero() {
+		l.expiry.Reset(time.Until(until)) // the peer may present a renewed certificate
+	}
 	l.mu.Unlock()
 	l.rekeys.Add(1)
 	l.ep.relink(l, old.pipe.LocalID(), s.pipe.LocalID())
@@ -466,6 +478,9 @@ func (l *Link) closeWith(reason error, notify bool) {
 		l.closeErr = reason
 		if l.tick != nil {
 			l.tick.Stop()
+		}
+		if l.expiry != nil {
+			l.expiry.Stop()
 		}
 		prev := l.previous
 		l.previous = nil

@@ -16,11 +16,11 @@ import (
 func newCACommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
-		Short: "Manage the group certificate authority",
+		Short: "Manage the group certificate authority and its revocation list",
 		Args:  cobra.ArbitraryArgs,
 		RunE:  groupRunE,
 	}
-	cmd.AddCommand(newCAInitCommand(a))
+	cmd.AddCommand(newCAInitCommand(a), newCARevokeCommand(a), newCACRLCommand(a))
 	return cmd
 }
 

@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -260,15 +262,16 @@ func printCert(w io.Writer, c *certJSON, now time.Time) error {
 }
 
 func newCertVerifyCommand(a *app) *cobra.Command {
-	var bundles []string
+	var bundles, crls []string
 	cmd := &cobra.Command{
-		Use:   "verify [--ca ca.crt] FILE",
+		Use:   "verify [--ca ca.crt] [--crl FILE]... FILE",
 		Short: "Check a member certificate against the group's trust bundle",
 		Long: `Check a member certificate against the trust bundle (one or more CA
 certificates) as a node would during a handshake: the signature of a
-trusted CA, validity now, the member extension, and that the overlay address
-is the hash of the certificate's key. Exits non-zero, naming the reason, if
-the certificate would be refused.`,
+trusted CA, validity now, the member extension, that the overlay address
+is the hash of the certificate's key, and, with --crl, that no revocation
+list revokes it. Exits non-zero, naming the reason, if the certificate
+would be refused.`,
 		Args: oneFile,
 		RunE: func(_ *cobra.Command, args []string) error {
 			path := args[0]
@@ -288,7 +291,27 @@ the certificate would be refused.`,
 			if err != nil {
 				return err
 			}
+			revs := security.NewRevocations(bundle)
+			for _, f := range crls {
+				data, err := os.ReadFile(f)
+				if err != nil {
+					return fmt.Errorf("--crl: %w", err)
+				}
+				ders, err := security.DecodeRevocationListsPEM(data)
+				if err != nil {
+					return fmt.Errorf("--crl %s: %w", f, err)
+				}
+				for _, der := range ders {
+					// Of two lists of one CA the newer counts, as on a node.
+					if _, err := revs.Add(der); err != nil && !errors.Is(err, security.ErrStaleRevocationList) {
+						return fmt.Errorf("--crl %s: %w", f, err)
+					}
+				}
+			}
 			m, err := bundle.VerifyMember([][]byte{c.Raw}, time.Now())
+			if err == nil {
+				err = revs.Check(c)
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
@@ -298,6 +321,7 @@ the certificate would be refused.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&bundles, "ca", []string{"ca.crt"}, "trust bundle: a file of one or more CA certificates (repeatable)")
+	cmd.Flags().StringArrayVar(&crls, "crl", nil, "a revocation list file from \"ringvpn ca revoke\" (repeatable)")
 	return cmd
 }
 

@@ -59,7 +59,11 @@ func loadNodeConfig(cmd *cobra.Command, a *app, path string) (node.Config, *zap.
 	}
 	// Identity paths in the file are relative to the file.
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&cfg.Identity.Cert, &cfg.Identity.Key, &cfg.Identity.CA} {
+	paths := []*string{&cfg.Identity.Cert, &cfg.Identity.Key, &cfg.Identity.CA}
+	for i := range cfg.Identity.CRL {
+		paths = append(paths, &cfg.Identity.CRL[i])
+	}
+	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

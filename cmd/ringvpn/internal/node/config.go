@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
@@ -34,6 +35,33 @@ type IdentityConfig struct {
 	Cert string `mapstructure:"cert"`
 	Key  string `mapstructure:"key"`
 	CA   string `mapstructure:"ca"` // PEM bundle: one or more trusted group CAs
+	// CRL lists revocation list files (from `ringvpn ca revoke`) to apply.
+	CRL []string `mapstructure:"crl"`
+	// CRLReload is how often the CRL files are re-read; 0: never.
+	CRLReload time.Duration `mapstructure:"crl_reload"`
+	// ExpiryWarning is how long before this member's certificate or its
+	// CA expires that warnings start (then daily).
+	ExpiryWarning time.Duration `mapstructure:"expiry_warning"`
+}
+
+// validate checks the identity section's keys.
+func (c IdentityConfig) validate() []error {
+	var errs []error
+	if c.Cert == "" || c.Key == "" || c.CA == "" {
+		errs = append(errs, errors.New("identity.cert, identity.key and identity.ca must all be set (make them with `ringvpn ca init` and `ringvpn cert issue`)"))
+	}
+	for i, p := range c.CRL {
+		if p == "" {
+			errs = append(errs, fmt.Errorf("identity.crl[%d]: empty path", i))
+		}
+	}
+	if c.CRLReload != 0 && (c.CRLReload < time.Second || c.CRLReload > 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("identity.crl_reload: %s must be 0 (never) or in [1s,24h]", c.CRLReload))
+	}
+	if c.ExpiryWarning < 0 || c.ExpiryWarning > 366*24*time.Hour {
+		errs = append(errs, fmt.Errorf("identity.expiry_warning: %s not in [0,8784h]", c.ExpiryWarning))
+	}
+	return errs
 }
 
 // VPNConfig turns the VPN on or off and tunes it.
@@ -91,7 +119,7 @@ const DefaultPort = 4820
 // Default returns every default, as configs/ringvpn.yaml shows them.
 func Default() Config {
 	return Config{
-		Identity: IdentityConfig{Cert: "member.crt", Key: "member.key", CA: "ca.crt"},
+		Identity: IdentityConfig{Cert: "member.crt", Key: "member.key", CA: "ca.crt", CRL: []string{}, CRLReload: time.Minute, ExpiryWarning: 30 * 24 * time.Hour},
 		Listen:   netip.AddrPortFrom(netip.IPv6Unspecified(), DefaultPort),
 		Control:  ControlConfig{Socket: "/run/ringvpn/ringvpn.sock"},
 		Overlay:  overlay.Default(),
@@ -109,10 +137,7 @@ func Default() Config {
 
 // Validate reports every problem, naming the key.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Identity.Cert == "" || c.Identity.Key == "" || c.Identity.CA == "" {
-		errs = append(errs, errors.New("identity.cert, identity.key and identity.ca must all be set (make them with `ringvpn ca init` and `ringvpn cert issue`)"))
-	}
+	errs := c.Identity.validate()
 	if !c.Listen.IsValid() {
 		errs = append(errs, fmt.Errorf("listen: %q is not an address:port (e.g. \"[::]:%d\")", c.Listen, DefaultPort))
 	}

@@ -27,6 +27,8 @@ type Node struct {
 	cfg      Config
 	log      *zap.Logger
 	identity *security.Identity
+	revs     *security.Revocations
+	crlFiles *security.RevocationFiles
 	mux      *transport.Mux
 	linker   *overlay.SecureLinker
 	ring     *overlay.Node
@@ -35,6 +37,7 @@ type Node struct {
 	vpn      *vpn.VPN // nil when vpn.enabled is false
 	started  time.Time
 	wg       sync.WaitGroup
+	stop     context.CancelFunc // ends the goroutines of Start; nil before
 }
 
 // Start loads the identity, opens the socket, and joins the ring.
@@ -47,6 +50,13 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (*Node, error) {
 	if n.vpn != nil {
 		n.vpn.Start()
 	}
+	var watch context.Context
+	watch, n.stop = context.WithCancel(context.Background())
+	monitor := &security.Monitor{
+		Identity: n.identity, Revocations: n.revs, Files: n.crlFiles,
+		ReloadEvery: cfg.Identity.CRLReload, WarnAhead: cfg.Identity.ExpiryWarning, Log: log,
+	}
+	n.goRun(func() { monitor.Run(watch) })
 	log.Info("node started",
 		zap.String("name", n.identity.Member.Name),
 		zap.Stringer("node", n.identity.Member.Address),
@@ -68,6 +78,14 @@ func open(cfg Config, log *zap.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
+	revs := security.NewRevocations(bundle)
+	crlFiles, err := security.LoadRevocationFiles(revs, cfg.Identity.CRL, log)
+	if err != nil {
+		return nil, fmt.Errorf("identity.crl: %w", err)
+	}
+	if err := revs.Check(identity.Cert); err != nil {
+		return nil, fmt.Errorf("identity: %w (ask the CA for a new certificate)", err)
+	}
 	conn, err := udp.Listen(cfg.Listen, cfg.Transport.UDP)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w (is another ringvpn using the port? change `listen`)", err)
@@ -82,6 +100,7 @@ func open(cfg Config, log *zap.Logger) (*Node, error) {
 		mux.Close()
 		return nil, err
 	}
+	linker.Endpoint().SetRevocations(revs)
 	ring, err := overlay.New(identity.Member, linker, cfg.Overlay, log)
 	if err != nil {
 		linker.Close()
@@ -94,7 +113,7 @@ func open(cfg Config, log *zap.Logger) (*Node, error) {
 		ring.Close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, identity: identity, mux: mux, linker: linker, ring: ring, dht: store, started: time.Now()}
+	n := &Node{cfg: cfg, log: log, identity: identity, revs: revs, crlFiles: crlFiles, mux: mux, linker: linker, ring: ring, dht: store, started: time.Now()}
 	n.pipes, err = overlay.NewPipes(ring, linker.Endpoint(), cfg.Overlay.Pipes, log)
 	if err != nil {
 		n.Close()
@@ -154,6 +173,9 @@ func (n *Node) goRun(f func()) {
 
 // Close leaves the ring (telling the peers), closes the socket and waits.
 func (n *Node) Close() error {
+	if n.stop != nil {
+		n.stop()
+	}
 	if n.vpn != nil {
 		n.vpn.Close()
 	}
@@ -174,6 +196,11 @@ func (n *Node) DHT() *dht.DHT { return n.dht }
 
 // VPN is the node's VPN, nil when vpn.enabled is false.
 func (n *Node) VPN() *vpn.VPN { return n.vpn }
+
+// Revocations are the revocation lists the node applies: those of
+// identity.crl, and any added to it (Add), which the node's links obey at
+// once. Lists() is what to publish to the other members.
+func (n *Node) Revocations() *security.Revocations { return n.revs }
 
 // Endpoint is the node's link maker (for diagnostics such as probe).
 func (n *Node) Endpoint() *security.Endpoint { return n.linker.Endpoint() }
