@@ -29,7 +29,10 @@ const relayGrace = time.Second
 // already linked).
 func (n *Node) relayFallback(target Address, a *attempt) bool {
 	ps := n.relays.Load()
-	if ps == nil || a.kinds == 0 {
+	n.mu.Lock()
+	wanted := a.kinds != 0
+	n.mu.Unlock()
+	if ps == nil || !wanted {
 		return false
 	}
 	// A dial that lost a simultaneous open fails while the peer's own

@@ -45,8 +45,24 @@ type Options struct {
 	// OnNode, if set, runs for each node after it is created and before
 	// it starts, to attach services (the DHT) the way a daemon does.
 	OnNode func(*Member) error
+	// NAT puts members of a Secure cluster behind NATs (memnet models).
+	NAT NATMix
+	// Pipes gives every member of a Secure cluster routed pipes
+	// (Member.Pipes), which relayed links need; NAT implies it.
+	Pipes bool
 	// Log receives the nodes' logs; nil discards them.
 	Log *zap.Logger
+}
+
+// NATMix says which members sit behind a NAT, each its own (a home or
+// office router). The first member never does: it is the way in.
+type NATMix struct {
+	// Share is the fraction of the members behind a NAT.
+	Share float64
+	// Symmetric is the fraction of all members behind a symmetric NAT
+	// (part of Share); the others behind a NAT get a full, restricted or
+	// port-restricted cone in turn.
+	Symmetric float64
 }
 
 // Member is one node of the cluster.
@@ -61,6 +77,11 @@ type Member struct {
 	Identity *security.Identity
 	// Bundle holds the cluster's group CA (Secure clusters).
 	Bundle *security.TrustBundle
+	// NAT is the member's NAT type ("" when it has a public address) and
+	// Pipes its routed pipes (Options.Pipes).
+	NAT   string
+	Pipes *overlay.Pipes
+
 	member *security.Member
 	plain  *simnet.Linker
 	conn   *memnet.Conn
@@ -144,7 +165,7 @@ func (c *Cluster) Add() (*Member, error) {
 	i := len(c.members)
 	var live []*Member
 	for _, m := range c.members {
-		if m.alive {
+		if m.alive && m.NAT == "" { // a bootstrap peer must be reachable
 			live = append(live, m)
 		}
 	}
@@ -177,7 +198,7 @@ func (c *Cluster) Add() (*Member, error) {
 		if err := c.placeSecure(addr.Addr()); err != nil {
 			return nil, err
 		}
-		conn, err := c.net.Listen(addr)
+		conn, err := c.listenSecure(m, i)
 		if err != nil {
 			return nil, err
 		}
@@ -213,6 +234,12 @@ func (c *Cluster) Add() (*Member, error) {
 		return nil, err
 	}
 	m.Node = node
+	if sl, ok := linker.(*overlay.SecureLinker); ok && (c.opts.Pipes || c.opts.NAT.Share > 0) {
+		if m.Pipes, err = overlay.NewPipes(node, sl.Endpoint(), overlay.DefaultPipeConfig(), log); err != nil {
+			node.Close()
+			return nil, err
+		}
+	}
 	if c.opts.OnNode != nil {
 		if err := c.opts.OnNode(m); err != nil {
 			node.Close()
@@ -224,6 +251,42 @@ func (c *Cluster) Add() (*Member, error) {
 	c.mu.Unlock()
 	node.Start()
 	return m, nil
+}
+
+// natTypes are the cone NATs NATed members get in turn.
+var natTypes = []memnet.NATType{memnet.FullCone, memnet.RestrictedCone, memnet.PortRestrictedCone}
+
+// listenSecure opens member i's socket: on its public address, or behind
+// a NAT of its own whose public address that is (so latencies, modelled
+// between public addresses, are the same). Whether and which NAT is drawn
+// from the cluster's generator, so a seed gives the same mix.
+func (c *Cluster) listenSecure(m *Member, i int) (*memnet.Conn, error) {
+	mix := c.opts.NAT
+	if mix.Share <= 0 || i == 0 {
+		return c.net.Listen(m.Addr)
+	}
+	c.mu.Lock()
+	u := c.rng.Float64()
+	turn := c.rng.IntN(len(natTypes))
+	c.mu.Unlock()
+	var typ memnet.NATType
+	switch {
+	case u < mix.Symmetric:
+		typ = memnet.Symmetric
+	case u < mix.Share:
+		typ = natTypes[turn]
+	default:
+		return c.net.Listen(m.Addr)
+	}
+	nat, err := c.net.NewNAT(m.Addr.Addr(), typ.Config())
+	if err != nil {
+		return nil, err
+	}
+	m.NAT = typ.String()
+	// A private address of its own per member: two members offering the
+	// same private address would dial themselves.
+	private := netip.AddrPortFrom(netip.AddrFrom4([4]byte{172, 16 + byte(i>>16&0x0f), byte(i >> 8), byte(i)}), 4242)
+	return nat.Listen(private)
 }
 
 func (c *Cluster) identity(spec security.MemberSpec) (*security.Identity, error) {

@@ -5,25 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest"
-
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/overlaytest"
 	"github.com/ringvpn/ringvpn/overlay/sim"
 	"github.com/ringvpn/ringvpn/security"
 	"github.com/ringvpn/ringvpn/transport/memnet"
 )
-
-// withPipes gives every member routed pipes, which relayed links need.
-func withPipes(t *testing.T) func(*sim.Member) error {
-	log := zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel))
-	return func(m *sim.Member) error {
-		sl := m.Linker.(*overlay.SecureLinker)
-		_, err := overlay.NewPipes(m.Node, sl.Endpoint(), overlay.DefaultPipeConfig(), log)
-		return err
-	}
-}
 
 // TestRelay_ShortcutThroughRelayThenDirect: two members whose datagrams
 // can't reach each other (as between two symmetric NATs) still get a
@@ -34,7 +21,7 @@ func TestRelay_ShortcutThroughRelayThenDirect(t *testing.T) {
 	cfg := overlaytest.FastConfig()
 	cfg.ConnectTimeout = 2 * time.Second
 	cfg.RelayRetry = time.Second
-	c := overlaytest.NewCluster(t, sim.Options{N: 16, Secure: true, Seed: 21, Overlay: cfg, OnNode: withPipes(t)})
+	c := overlaytest.NewCluster(t, sim.Options{N: 16, Secure: true, Seed: 21, Overlay: cfg, Pipes: true})
 	ms := c.Members()
 	var a, b *sim.Member
 	for _, x := range ms {

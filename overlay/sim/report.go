@@ -3,6 +3,8 @@ package sim
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,6 +36,7 @@ type Report struct {
 	// (no_route) or hops (ttl_expired) since the start.
 	Counters overlay.Counters `json:"counters"`
 	DHT      *DHTReport       `json:"dht,omitempty"`
+	NAT      *NATReport       `json:"nat,omitempty"`
 	Join     *JoinReport      `json:"join,omitempty"`
 	Churn    *ChurnReport     `json:"churn,omitempty"`
 	// Elapsed is the wall time of the run.
@@ -252,6 +255,33 @@ func reportRows(r *Report) []row {
 			return fmt.Sprintf("mean %.1f, max %d (kept as near %.1f, as far %.1f of %.1f wanted)",
 				r.Links.Mean, r.Links.Max, r.Links.NearMean, r.Links.FarMean, r.Links.FarGoalMean)
 		}},
+	}
+	if has(func(r *Report) bool { return r.NAT != nil }) {
+		nat := func(f func(n *NATReport) string) func(r *Report) string {
+			return func(r *Report) string {
+				if r.NAT == nil {
+					return "-"
+				}
+				return f(r.NAT)
+			}
+		}
+		rows = append(rows,
+			row{"nat", "nodes", nat(func(n *NATReport) string {
+				types := slices.Sorted(maps.Keys(n.ByType))
+				parts := make([]string, len(types))
+				for i, t := range types {
+					parts[i] = fmt.Sprintf("%s %d", t, n.ByType[t])
+				}
+				return strings.Join(parts, ", ")
+			})},
+			row{"", "ring links", nat(func(n *NATReport) string {
+				return fmt.Sprintf("%d relayed of %d (both ends counted)", n.RelayedLinks, n.Links)
+			})},
+			row{"", "shortcut pairs", nat(func(n *NATReport) string {
+				return fmt.Sprintf("%d: direct %s (%d; %d of the %d whose NATs allow hole punching), relayed %d, none %d",
+					n.Pairs, pct(n.DirectPercent), n.Direct, n.PunchedDirect, n.Punchable, n.Relayed, n.Failed)
+			})},
+		)
 	}
 	if has(func(r *Report) bool { return r.DHT != nil }) {
 		rows = append(rows,

@@ -80,6 +80,14 @@ type RunOptions struct {
 	// as they are; times to converge, heal or join come out about
 	// TimeScale times longer. Zero or 1 runs in real time.
 	TimeScale float64
+	// NAT puts nodes of a Secure run behind NATs (see NATMix); the run
+	// then also tries NATPairs shortcut links between random pairs and
+	// reports how many went direct (hole punched) and how many through a
+	// relay.
+	NAT NATMix
+	// NATPairs is how many pairs try a shortcut link in a NAT run; zero
+	// is 100.
+	NATPairs int
 	// Log receives progress (one line per phase); nil discards it.
 	Log *zap.Logger
 	// NodeLog receives the nodes' own logs; nil discards them.
@@ -200,6 +208,9 @@ func (o RunOptions) withDefaults() RunOptions {
 	if o.ChurnFor == 0 {
 		o.ChurnFor = time.Minute
 	}
+	if o.NATPairs == 0 {
+		o.NATPairs = 100
+	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
@@ -229,6 +240,10 @@ func (o RunOptions) Validate() error {
 	// The negated test also rejects NaN.
 	check(o.Churn >= 0 && o.Churn <= 10, "sim.churn: %v not in [0,10] (fraction of the nodes replaced per minute)", o.Churn)
 	check(o.ChurnFor >= 0, "sim.churn_for: %v is negative", o.ChurnFor)
+	check(o.NAT.Share >= 0 && o.NAT.Share <= 1, "sim.nat: %v not in [0,1] (fraction of the nodes behind a NAT)", o.NAT.Share)
+	check(o.NAT.Symmetric >= 0 && o.NAT.Symmetric <= o.NAT.Share, "sim.symmetric: %v not in [0, sim.nat] (fraction of all nodes behind a symmetric NAT)", o.NAT.Symmetric)
+	check(o.NAT.Share == 0 || o.Secure, "sim.nat: NATs are modelled on the in-memory network of DTLS runs: add --secure")
+	check(o.NATPairs >= 0 && o.NATPairs <= 100_000, "sim.nat_pairs: %d not in [0,100000] (0 = 100)", o.NATPairs)
 	check(o.TimeScale == 0 || (o.TimeScale >= 1 && o.TimeScale <= 100), "sim.time_scale: %v not in [1,100] (0 = 1)", o.TimeScale)
 	if o.Overlay.Near != 0 {
 		if err := o.Overlay.Validate(); err != nil {
@@ -306,7 +321,7 @@ func runOnce(ctx context.Context, o RunOptions) (rep Report, err error) {
 	}
 	c, err := New(Options{
 		N: o.N, Secure: o.Secure, Latency: o.Latency, Overlay: o.Overlay, Security: o.Security,
-		JoinEvery: o.JoinEvery, Seed: o.Seed, OnNode: r.attach, Log: o.NodeLog,
+		JoinEvery: o.JoinEvery, Seed: o.Seed, OnNode: r.attach, Log: o.NodeLog, NAT: o.NAT,
 	})
 	if err != nil {
 		return rep, err
@@ -341,6 +356,14 @@ func runOnce(ctx context.Context, o RunOptions) (rep Report, err error) {
 	rep.Counters = snap.counters
 	o.Log.Info("sim: routed", zap.Float64("delivery_percent", rep.Routing.DeliveryPercent),
 		zap.Float64("path_links_mean", rep.Routing.PathMean), zap.Float64("stretch", rep.Routing.Stretch))
+
+	if o.NAT.Share > 0 {
+		o.Log.Info("sim: NAT traversal", zap.Int("pairs", o.NATPairs))
+		rep.NAT, err = r.measureNAT(ctx)
+		if err != nil {
+			return rep, err
+		}
+	}
 
 	var keys []putKey
 	if o.DHTKeys > 0 {
