@@ -512,8 +512,12 @@ func (n *Node) dispatch(msg []byte, h *Header, payload []byte, from *peer) error
 // direct, relayed links are not candidates: a routed pipe's records
 // never travel inside another routed pipe, so relays can't nest or loop.
 func (n *Node) nextHop(target, src Address, exclude, origin, direct bool) *peer {
-	var best *peer
-	var bestD Address
+	// A retiring link (neither side keeps it; trim closes it soon) is
+	// taken only when no other link makes progress: both ends stop
+	// sending on it before it closes, so nothing is in flight when it
+	// does.
+	var best, retiring *peer
+	var bestD, retiringD Address
 	peers := *n.routes.Load()
 	for _, p := range peers {
 		if (exclude && p.addr == src) || (direct && !p.via.IsZero()) {
@@ -523,23 +527,33 @@ func (n *Node) nextHop(target, src Address, exclude, origin, direct bool) *peer 
 			return p
 		}
 		d := Distance(p.addr, target)
+		if p.retiring.Load() {
+			if retiring == nil || d.Compare(retiringD) < 0 {
+				retiring, retiringD = p, d
+			}
+			continue
+		}
 		if best == nil || d.Compare(bestD) < 0 {
 			best, bestD = p, d
 		}
 	}
-	if best == nil {
-		return nil
-	}
+	selfD := Distance(n.addr, target)
+	progress := func(d Address) bool { return d.Compare(selfD) < 0 }
 	if exclude && origin {
 		// Finding our own place: the node closest to us (other than us)
 		// is one of our near neighbours, so greedy reaches it at once.
+		if best == nil {
+			return retiring
+		}
 		return best
 	}
 	if target == n.addr {
 		return nil
 	}
-	selfD := Distance(n.addr, target)
-	if bestD.Compare(selfD) >= 0 {
+	if best == nil || !progress(bestD) {
+		if retiring != nil && progress(retiringD) {
+			return retiring
+		}
 		return nil
 	}
 	if !n.cfg.Proximity {
@@ -561,7 +575,7 @@ func (n *Node) cheapestHop(peers []*peer, target, src Address, exclude, direct b
 	}
 	best, bestCost := greedy, math.Inf(1)
 	for _, p := range peers {
-		if (exclude && p.addr == src) || (direct && !p.via.IsZero()) {
+		if (exclude && p.addr == src) || (direct && !p.via.IsZero()) || p.retiring.Load() {
 			continue
 		}
 		d := Distance(p.addr, target)
