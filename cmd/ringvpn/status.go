@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/cmd/ringvpn/internal/node"
 	"github.com/ringvpn/ringvpn/overlay/vpn"
+	"github.com/ringvpn/ringvpn/overlay/vpn/firewall"
 )
 
 func newStatusCommand(a *app) *cobra.Command {
@@ -83,6 +84,7 @@ func printVPNStatus(a *app, v *vpn.Status) {
 	fmt.Fprintf(a.stdout, "\nvpn: %s %s mtu %d; frames out %d, in %d; dropped: spoofed %d, unresolved %d, not for us %d, broadcast %d, failed %d\n",
 		v.Device, strings.Join(ips, ","), v.MTU, v.FramesOut, v.FramesIn, v.DropSpoofed, v.DropUnresolved,
 		v.DropNotForUs, v.DropBroadcast, v.DropSendFailed+v.DropQueueFull)
+	fmt.Fprintln(a.stdout, firewallLine(v.Firewall))
 	if len(v.Peers) == 0 {
 		fmt.Fprintln(a.stdout, "(no VPN peers yet)")
 		return
@@ -102,6 +104,25 @@ func printVPNStatus(a *app, v *vpn.Status) {
 			p.Path, kinds, p.PacketsOut, p.PacketsIn, p.Idle.Round(time.Second))
 	}
 	tw.Flush()
+}
+
+// firewallLine sums up the firewall in one line: its rules, its flows
+// and the packets it dropped each way.
+func firewallLine(f firewall.Stats) string {
+	if !f.Enabled {
+		return "firewall: off (no vpn.firewall rules), everything passes"
+	}
+	rules := func(n int) string {
+		switch n {
+		case -1:
+			return "all pass"
+		case 1:
+			return "1 rule"
+		}
+		return fmt.Sprintf("%d rules", n)
+	}
+	return fmt.Sprintf("firewall: on (inbound %s, outbound %s), %d flows; dropped in %d / out %d",
+		rules(f.InboundRules), rules(f.OutboundRules), f.Flows, f.Inbound.Total(), f.Outbound.Total())
 }
 
 // short abbreviates an overlay address for tables.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/vpn/firewall"
 	"github.com/ringvpn/ringvpn/tap/frame"
 )
 
@@ -23,7 +24,9 @@ import (
 // sequence number, valid for broadcastTTL): a receiver checks the
 // signature and the certificate, then the frame's source IP against that
 // certificate, and writes the frame only if it is addressed to one of its
-// own networks. Other multicast is not carried.
+// own networks. Other multicast is not carried. The firewall sees a
+// broadcast leave with no peer (only rules that name no member can match
+// it) and arrive from its signer.
 
 // TypeBroadcast is the ring-broadcast type of signed broadcast frames.
 const TypeBroadcast overlay.Type = 0x80
@@ -154,6 +157,9 @@ func (v *VPN) onBroadcast(m *overlay.Message) {
 	if !v.broadcastForUs(ip.Src, ip.Dst) {
 		v.stats.dropNotForUs.Add(1)
 		return
+	}
+	if v.fw.Inbound(eth.Payload, member) != firewall.Accept {
+		return // counted by the firewall
 	}
 	copy(f[0:6], broadcastMAC)
 	copy(f[6:12], gatewayMAC)

@@ -3,9 +3,11 @@ package vpn
 import (
 	"errors"
 	"fmt"
-	"github.com/ringvpn/ringvpn/overlay"
-	"github.com/ringvpn/ringvpn/security/record"
 	"time"
+
+	"github.com/ringvpn/ringvpn/overlay"
+	"github.com/ringvpn/ringvpn/overlay/vpn/firewall"
+	"github.com/ringvpn/ringvpn/security/record"
 )
 
 // Config tunes the VPN. Every field has a default (Default); the YAML keys
@@ -43,6 +45,11 @@ type Config struct {
 	// sends over the ring (each is signed, and checked by every member);
 	// more are dropped. 0 keeps broadcasts off the ring.
 	BroadcastRate int `mapstructure:"broadcast_rate"`
+	// Firewall filters the packets exchanged with other members: stateful
+	// rules by group, member name, address, protocol and port (see package
+	// firewall). Without inbound and outbound lists, the default, it is
+	// off and everything passes.
+	Firewall firewall.Config `mapstructure:"firewall"`
 }
 
 // MaxBroadcastRate is what the ring's broadcast passes from one member.
@@ -62,6 +69,7 @@ func Default() Config {
 		RecordTTL:       30 * time.Minute,
 		MaxPeers:        4096,
 		BroadcastRate:   20,
+		Firewall:        firewall.Default(),
 	}
 }
 
@@ -87,6 +95,10 @@ func (c Config) Validate() error {
 	between("record_ttl", c.RecordTTL, 10*time.Second, 24*time.Hour)
 	check(c.MaxPeers >= 16 && c.MaxPeers <= 1_000_000, "vpn.max_peers: %d not in [16,1000000]", c.MaxPeers)
 	check(c.BroadcastRate >= 0 && c.BroadcastRate <= MaxBroadcastRate, "vpn.broadcast_rate: %d not in [0,%d] (the ring passes at most %d broadcasts a second from one member)", c.BroadcastRate, MaxBroadcastRate, MaxBroadcastRate)
+	// Its messages name its keys in full (vpn.firewall.inbound[2].port).
+	if err := c.Firewall.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ringvpn/ringvpn/overlay/vpn/firewall"
 	"github.com/ringvpn/ringvpn/security"
 	"github.com/ringvpn/ringvpn/tap/frame"
 )
@@ -32,6 +33,10 @@ func (v *VPN) outbound(pkt []byte) {
 		}
 		dst = ip.Dst
 		if ip.Dst == broadcast4 || v.isSubnetBroadcast(ip.Dst) {
+			// To every member: no one peer for the rules to name.
+			if v.fw.Outbound(eth.Payload, nil) != firewall.Accept {
+				return // counted by the firewall
+			}
 			v.broadcast(f)
 			return
 		}
@@ -201,6 +206,12 @@ func (v *VPN) receiveFrom(r *remote, member *security.Member, f []byte) {
 	if !v.isOwn(dst) {
 		v.stats.dropNotForUs.Add(1)
 		return
+	}
+	// Only now, so that the rules see a packet from the member's own
+	// address to ours; before any state is touched, so that a member the
+	// rules keep out can't keep its entry alive or earn a shortcut.
+	if v.fw.Inbound(eth.Payload, member) != firewall.Accept {
+		return // counted by the firewall
 	}
 	now := time.Now()
 	r.packetsIn.Add(1)

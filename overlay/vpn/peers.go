@@ -14,7 +14,9 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/vpn/firewall"
 	"github.com/ringvpn/ringvpn/security"
+	"github.com/ringvpn/ringvpn/tap/frame"
 )
 
 // mapping is what we know of one virtual IP.
@@ -33,6 +35,10 @@ type remote struct {
 	// session is the end-to-end session over a routed pipe, used while
 	// there is no direct link.
 	session atomic.Pointer[security.Link]
+	// member is r's certificate, once known: from the DHT record that
+	// mapped an IP to r, then from r's latest packet. It is set before
+	// any IP maps to r, so the outbound firewall always has it.
+	member atomic.Pointer[security.Member]
 	// Traffic, read and reset by the housekeeper.
 	sent, heard atomic.Uint64
 	packetsOut  atomic.Uint64
@@ -40,7 +46,6 @@ type remote struct {
 	lastActive  atomic.Int64 // unix ns of the last packet either way
 
 	mu       sync.Mutex
-	member   *security.Member // from its certificate, once known
 	opening  bool
 	queue    [][]byte
 	failedAt time.Time
@@ -161,6 +166,7 @@ func (v *VPN) resolve(ip netip.Addr) {
 	case err == nil:
 		v.stats.resolved.Add(1)
 		r = v.remoteLocked(member.Address)
+		r.member.Store(member)
 		m.remote, m.expires = r, now.Add(v.cfg.CacheTTL)
 	case (errors.Is(err, dht.ErrNotFound) || errors.Is(err, dht.ErrBadRecord)) && m.remote == nil:
 		v.stats.resolveFailed.Add(1)
@@ -180,11 +186,6 @@ func (v *VPN) resolve(ip netip.Addr) {
 		v.log.Debug("virtual IP not resolved", zap.Stringer("ip", ip), zap.Error(err))
 	}
 	if r != nil {
-		if member != nil {
-			r.mu.Lock()
-			r.member = member
-			r.mu.Unlock()
-		}
 		for _, pkt := range queue {
 			v.send(r, pkt)
 		}
@@ -211,10 +212,12 @@ func (v *VPN) learn(r *remote, member *security.Member) {
 	if !learned {
 		r.learnedUntil = now.Add(v.cfg.CacheTTL / 2)
 	}
-	if r.member == nil {
-		r.member = member
-	}
 	r.mu.Unlock()
+	if r.member.Load() != member {
+		// The certificate it sends with now (a renewed one, say) is the
+		// one the firewall's rules go by.
+		r.member.Store(member)
+	}
 	if learned {
 		return
 	}
@@ -239,8 +242,12 @@ func (v *VPN) learn(r *remote, member *security.Member) {
 
 // send sends one frame (pkt: headroom, then the frame) to r: over the
 // direct link if there is one, else over the session, else queued while
-// the session opens.
+// the session opens; unless the firewall drops it. Frames that waited for
+// r's lookup come here too, once r's member is known.
 func (v *VPN) send(r *remote, pkt []byte) {
+	if v.fw.Enabled() && !v.allowOut(r, pkt) {
+		return // counted by the firewall
+	}
 	r.packetsOut.Add(1)
 	r.sent.Add(1)
 	r.touch(time.Now())
@@ -268,6 +275,17 @@ func (v *VPN) send(r *remote, pkt []byte) {
 		}
 	}
 	v.queueForSession(r, pkt)
+}
+
+// allowOut reports whether the firewall lets pkt (headroom, then an IP
+// frame that outbound checked) go to r's member.
+func (v *VPN) allowOut(r *remote, pkt []byte) bool {
+	eth, err := frame.ParseEthernet(pkt[headroom:])
+	if err != nil {
+		v.stats.dropMalformed.Add(1) // not reached: outbound parsed it
+		return false
+	}
+	return v.fw.Outbound(eth.Payload, r.member.Load()) == firewall.Accept
 }
 
 func (v *VPN) countOut(pkt []byte) {
@@ -443,7 +461,7 @@ func (v *VPN) publish() bool {
 }
 
 // houseLoop asks for shortcuts where traffic warrants one, releases idle
-// ones, and forgets idle members.
+// ones, forgets idle members, and moves the firewall's clock.
 func (v *VPN) houseLoop() {
 	const tick = time.Second
 	t := time.NewTicker(tick)
@@ -459,6 +477,8 @@ func (v *VPN) houseLoop() {
 }
 
 func (v *VPN) housekeep(now time.Time, tick time.Duration) {
+	// The firewall's clock: flows idle past their timeout are forgotten.
+	v.fw.Sweep(now)
 	v.mu.Lock()
 	v.evictLocked(now)
 	remotes := make([]*remote, 0, len(v.byAddr))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ringvpn/ringvpn/overlay"
+	"github.com/ringvpn/ringvpn/overlay/vpn/firewall"
 )
 
 // Status is a snapshot of the VPN, for `ringvpn status` and tests.
@@ -16,6 +17,9 @@ type Status struct {
 	IPs    []netip.Prefix `json:"ips"`
 	Peers  []PeerStatus   `json:"peers"`
 	Counters
+	// Firewall counts the flows tracked and the packets dropped by the
+	// vpn.firewall rules (Enabled false: no rules, all passes).
+	Firewall firewall.Stats `json:"firewall"`
 }
 
 // Path says how packets to a member travel.
@@ -81,7 +85,7 @@ type Counters struct {
 
 // Status returns a snapshot.
 func (v *VPN) Status() Status {
-	s := Status{Device: v.dev.Name(), MTU: v.maxPacket, IPs: v.own, Counters: v.counters()}
+	s := Status{Device: v.dev.Name(), MTU: v.maxPacket, IPs: v.own, Counters: v.counters(), Firewall: v.fw.Stats()}
 	v.mu.Lock()
 	remotes := make([]*remote, 0, len(v.byAddr))
 	for _, r := range v.byAddr {
@@ -98,8 +102,8 @@ func (v *VPN) Status() Status {
 			Path:       PathNone,
 		}
 		r.mu.Lock()
-		if r.member != nil {
-			ps.Name, ps.IPs = r.member.Name, r.member.IPs
+		if m := r.member.Load(); m != nil {
+			ps.Name, ps.IPs = m.Name, m.IPs
 		}
 		ps.Shortcut = r.shortcut
 		r.mu.Unlock()

@@ -4,6 +4,10 @@
 // IP packet goes to the member whose certificate carries its destination
 // (found through signed DHT records, then cached), and an inbound packet
 // is written to the interface only if its source is the sender's own.
+// Both ways, IP packets then pass the member's stateful firewall
+// (vpn.firewall, package firewall; off without rules): a packet to a
+// member is checked against its certificate before it is sent, one from
+// a member before it is written.
 //
 // A packet travels over the direct link to its destination when there is
 // one (a ring link or a shortcut); otherwise over an end-to-end session on
@@ -26,6 +30,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/vpn/firewall"
 	"github.com/ringvpn/ringvpn/security"
 	"github.com/ringvpn/ringvpn/tap"
 )
@@ -85,6 +90,9 @@ type VPN struct {
 	own     []netip.Prefix // our virtual IPs
 	// maxPacket is the largest IP packet carried: the device MTU.
 	maxPacket int
+	// fw filters the IP packets to and from members (always set; off
+	// without rules). Its rules change with ReloadFirewall.
+	fw        *firewall.Firewall
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -112,6 +120,11 @@ func New(p Params) (*VPN, error) {
 	if len(p.Identity.Member.IPs) == 0 {
 		return nil, fmt.Errorf("vpn: the certificate of %q carries no virtual IP; issue one with `ringvpn cert issue --ip`", p.Identity.Member.Name)
 	}
+	log := p.Log.Named("vpn")
+	fw, err := firewall.New(p.Config.Firewall, log)
+	if err != nil {
+		return nil, err // not reached: Validate checked it
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &VPN{
 		node:      p.Node,
@@ -122,10 +135,11 @@ func New(p Params) (*VPN, error) {
 		verify:    p.Verify,
 		batcher:   p.Batcher,
 		cfg:       p.Config,
-		log:       p.Log.Named("vpn"),
+		log:       log,
 		mac:       p.Device.MAC(),
 		own:       p.Identity.Member.IPs,
 		maxPacket: p.Device.MTU(),
+		fw:        fw,
 		ctx:       ctx,
 		cancel:    cancel,
 		byIP:      make(map[netip.Addr]*mapping),
@@ -171,6 +185,15 @@ func (v *VPN) Close() error {
 	}
 	v.wg.Wait()
 	return err
+}
+
+// ReloadFirewall checks cfg (the vpn.firewall section) and, if it is
+// valid, filters with its rules from the next packet on; else it returns
+// the error, which names the bad keys, and the rules stay. Tracked flows
+// are kept; a flow the new rules no longer allow is dropped at its next
+// packet. Safe to call while packets flow (on SIGHUP, say).
+func (v *VPN) ReloadFirewall(cfg firewall.Config) error {
+	return v.fw.Reload(cfg)
 }
 
 func (v *VPN) spawn(f func()) {

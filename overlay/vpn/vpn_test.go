@@ -56,15 +56,26 @@ func vip(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 66, 0, byte(i + 
 // are few, so some pairs have no direct link and start on routed pipes.
 func newVPNCluster(t *testing.T, n int, cfg vpn.Config) []*member {
 	t.Helper()
+	return newVPNClusterWith(t, n, func(int, *vpn.Config, *security.MemberSpec) {}, cfg)
+}
+
+// newVPNClusterWith is newVPNCluster with each member's VPN configuration
+// (base to start with) and certificate (its IP set; the name is set
+// after) adjusted by setup.
+func newVPNClusterWith(t *testing.T, n int, setup func(i int, cfg *vpn.Config, spec *security.MemberSpec), base vpn.Config) []*member {
+	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel))
 	members := make([]*member, n)
+	cfgs, specs := make([]vpn.Config, n), make([]security.MemberSpec, n)
+	for i := range n {
+		cfgs[i], specs[i] = base, security.MemberSpec{IPs: []netip.Prefix{netip.PrefixFrom(vip(i), 24)}}
+		setup(i, &cfgs[i], &specs[i])
+	}
 	ocfg := overlaytest.FastConfig()
 	ocfg.Near, ocfg.Far, ocfg.MaxLinks = 1, 1, 3
 	opts := sim.Options{
 		N: n, Secure: true, Overlay: ocfg, Log: log,
-		Spec: func(i int) security.MemberSpec {
-			return security.MemberSpec{IPs: []netip.Prefix{netip.PrefixFrom(vip(i), 24)}}
-		},
+		Spec: func(i int) security.MemberSpec { return specs[i] },
 		OnNode: func(sm *sim.Member) error {
 			m := &member{Member: sm, ip: vip(sm.Index)}
 			verify := vpn.Verifier(dht.VerifyWith(sm.Bundle))
@@ -89,7 +100,7 @@ func newVPNCluster(t *testing.T, n int, cfg vpn.Config) []*member {
 			m.dev = tap.NewChan(1300, tap.MACFromBytes(sm.Identity.Member.Address[:]))
 			if m.vpn, err = vpn.New(vpn.Params{
 				Node: sm.Node, DHT: m.dht, Pipes: m.pipes, Device: m.dev, Identity: sm.Identity,
-				Verify: verify, Config: cfg, Log: log,
+				Verify: verify, Config: cfgs[sm.Index], Log: log,
 			}); err != nil {
 				return err
 			}
@@ -111,8 +122,15 @@ func newVPNCluster(t *testing.T, n int, cfg vpn.Config) []*member {
 	return members
 }
 
-// udpFrame builds an Ethernet frame with an IPv4/UDP packet.
+// udpFrame builds an Ethernet frame with an IPv4/UDP packet from port
+// 4000 to port 4001.
 func udpFrame(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, payload []byte) []byte {
+	return udpFramePorts(dstMAC, srcMAC, netip.AddrPortFrom(src, 4000), netip.AddrPortFrom(dst, 4001), payload)
+}
+
+// udpFramePorts builds an Ethernet frame with an IPv4/UDP packet.
+func udpFramePorts(dstMAC, srcMAC net.HardwareAddr, from, to netip.AddrPort, payload []byte) []byte {
+	src, dst := from.Addr(), to.Addr()
 	f := frame.AppendEthernet(nil, dstMAC, srcMAC, frame.TypeIPv4)
 	ip := make([]byte, 20+8+len(payload))
 	ip[0], ip[8], ip[9] = 0x45, 64, 17
@@ -121,8 +139,8 @@ func udpFrame(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, payload []by
 	copy(ip[12:16], s4[:])
 	copy(ip[16:20], d4[:])
 	binary.BigEndian.PutUint16(ip[10:], frame.Checksum(ip[:20], 0))
-	binary.BigEndian.PutUint16(ip[20:], 4000)
-	binary.BigEndian.PutUint16(ip[22:], 4001)
+	binary.BigEndian.PutUint16(ip[20:], from.Port())
+	binary.BigEndian.PutUint16(ip[22:], to.Port())
 	binary.BigEndian.PutUint16(ip[24:], uint16(8+len(payload)))
 	copy(ip[28:], payload)
 	return append(f, ip...)
@@ -133,8 +151,13 @@ func udpFrame(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, payload []by
 // and returns the frame b's device got.
 func deliver(t *testing.T, a, b *member, payload []byte, within time.Duration) []byte {
 	t.Helper()
+	return deliverFrame(t, a, b, udpFrame(gateway, a.dev.MAC(), a.ip, b.ip, payload), payload, within)
+}
+
+// deliverFrame is deliver for a frame f that ends with payload.
+func deliverFrame(t *testing.T, a, b *member, f, payload []byte, within time.Duration) []byte {
+	t.Helper()
 	deadline := time.Now().Add(within)
-	f := udpFrame(gateway, a.dev.MAC(), a.ip, b.ip, payload)
 	for time.Now().Before(deadline) {
 		if err := a.dev.Inject(f); err != nil {
 			t.Fatal(err)

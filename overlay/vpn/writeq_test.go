@@ -130,7 +130,7 @@ func (d *gatedDevice) frames() (all [][]byte, sizes []int) {
 
 // newWriterVPN returns a VPN with just what writeFrame and writeLoop use,
 // its writeLoop running, on a gated device.
-func newWriterVPN(t *testing.T) (*VPN, *gatedDevice) {
+func newWriterVPN(t testing.TB) (*VPN, *gatedDevice) {
 	d := &gatedDevice{gate: make(chan struct{}), entered: make(chan struct{}, 1024)}
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &VPN{dev: d, log: zaptest.NewLogger(t), ctx: ctx, cancel: cancel, maxPacket: 1300, started: time.Now()}

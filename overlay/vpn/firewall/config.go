@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// Config is the `firewall:` section. Its zero value, like Default, has no
-// rule lists: the firewall is off and every packet passes.
+// Config is the `vpn.firewall` section. Its zero value, like Default, has
+// no rule lists: the firewall is off and every packet passes.
 type Config struct {
 	// Inbound lists what peers may start with this member; Outbound what
 	// this member may start with peers. A list that is absent (nil: no
@@ -37,7 +37,7 @@ type Conntrack struct {
 	// MaxEntries bounds the flows tracked at once (about 150 bytes each).
 	// When the table is full, a new flow takes the place of a flow that
 	// is closed or was never answered; if there is none, the new flow's
-	// packet is dropped and counted (drop_table_full).
+	// packet is dropped and counted (table_full).
 	MaxEntries int `mapstructure:"max_entries" yaml:"max_entries"`
 }
 
@@ -73,6 +73,10 @@ type Rule struct {
 	// any.
 	CAName string `mapstructure:"ca_name" yaml:"ca_name,omitempty"`
 }
+
+// Key is where the section sits in the configuration file; errors name
+// keys under it, like vpn.firewall.inbound[2].port.
+const Key = "vpn.firewall"
 
 // Default returns the defaults: no rule lists (the firewall is off) and
 // the conntrack settings used once rules are given.
@@ -119,7 +123,7 @@ func (c Config) Validate() error {
 	for _, l := range []struct {
 		key   string
 		rules []Rule
-	}{{"firewall.inbound", c.Inbound}, {"firewall.outbound", c.Outbound}} {
+	}{{Key + ".inbound", c.Inbound}, {Key + ".outbound", c.Outbound}} {
 		if len(l.rules) > MaxRules {
 			errs = append(errs, fmt.Errorf("%s: %d rules, at most %d are allowed", l.key, len(l.rules), MaxRules))
 		}
@@ -137,14 +141,14 @@ func (c Conntrack) validate() []error {
 	var errs []error
 	between := func(key string, d, lo, hi time.Duration) {
 		if d < lo || d > hi {
-			errs = append(errs, fmt.Errorf("firewall.conntrack.%s: %v not in [%v,%v]", key, d, lo, hi))
+			errs = append(errs, fmt.Errorf("%s.conntrack.%s: %v not in [%v,%v]", Key, key, d, lo, hi))
 		}
 	}
 	between("tcp_timeout", c.TCPTimeout, time.Minute, 5*24*time.Hour)
 	between("udp_timeout", c.UDPTimeout, 5*time.Second, 24*time.Hour)
 	between("default_timeout", c.DefaultTimeout, 5*time.Second, 24*time.Hour)
 	if c.MaxEntries < MinEntries || c.MaxEntries > MaxEntries {
-		errs = append(errs, fmt.Errorf("firewall.conntrack.max_entries: %d not in [%d,%d]", c.MaxEntries, MinEntries, MaxEntries))
+		errs = append(errs, fmt.Errorf("%s.conntrack.max_entries: %d not in [%d,%d]", Key, c.MaxEntries, MinEntries, MaxEntries))
 	}
 	return errs
 }
@@ -159,7 +163,7 @@ const (
 )
 
 // compileRule checks r and returns its compiled form; key names it in
-// errors, like firewall.inbound[2].
+// errors, like vpn.firewall.inbound[2].
 func compileRule(r Rule, key string) (rule, error) {
 	var errs []error
 	fail := func(field, format string, args ...any) {

@@ -41,51 +41,51 @@ func TestConfig_Validate(t *testing.T) {
 		{"valid", func(c *Config) { c.Inbound = []Rule{ok}; c.Outbound = []Rule{anyHost} }, nil},
 		{"empty lists", func(c *Config) { c.Inbound, c.Outbound = []Rule{}, []Rule{} }, nil},
 		{"open port", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Port = "80-" }) },
-			[]string{`firewall.inbound[2].port: "80-" is not a port or range; use 80, 1000-2000 or any`}},
+			[]string{`vpn.firewall.inbound[2].port: "80-" is not a port or range; use 80, 1000-2000 or any`}},
 		{"missing port", func(c *Config) { c.Outbound = with(func(r *Rule) { r.Port = "" }) },
-			[]string{`firewall.outbound[2].port: missing; use 80, 1000-2000 or any`}},
+			[]string{`vpn.firewall.outbound[2].port: missing; use 80, 1000-2000 or any`}},
 		{"port 0", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Port = "0" }) },
-			[]string{`firewall.inbound[2].port: "0": port 0 is not a port; ports run from 1 to 65535, or use any`}},
+			[]string{`vpn.firewall.inbound[2].port: "0": port 0 is not a port; ports run from 1 to 65535, or use any`}},
 		{"port too big", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Port = "65536" }) },
-			[]string{`firewall.inbound[2].port: "65536" is not a port or range; use 80, 1000-2000 or any`}},
+			[]string{`vpn.firewall.inbound[2].port: "65536" is not a port or range; use 80, 1000-2000 or any`}},
 		{"backwards range", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Port = "2000-1000" }) },
-			[]string{`firewall.inbound[2].port: "2000-1000": the range runs backwards; write 1000-2000`}},
+			[]string{`vpn.firewall.inbound[2].port: "2000-1000": the range runs backwards; write 1000-2000`}},
 		{"fragment", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Port = "fragment" }) },
-			[]string{`firewall.inbound[2].port: "fragment" is not needed: a later fragment passes with the first fragment of its packet; use 80, 1000-2000 or any`}},
+			[]string{`vpn.firewall.inbound[2].port: "fragment" is not needed: a later fragment passes with the first fragment of its packet; use 80, 1000-2000 or any`}},
 		{"proto", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Proto = "gre" }) },
-			[]string{`firewall.inbound[2].proto: "gre" is not a protocol; use any, tcp, udp or icmp (icmp covers ICMPv6 too)`}},
+			[]string{`vpn.firewall.inbound[2].proto: "gre" is not a protocol; use any, tcp, udp or icmp (icmp covers ICMPv6 too)`}},
 		{"missing proto", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Proto = "" }) },
-			[]string{`firewall.inbound[2].proto: missing; use any, tcp, udp or icmp`}},
+			[]string{`vpn.firewall.inbound[2].proto: missing; use any, tcp, udp or icmp`}},
 		{"icmp port", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Proto = "icmp" }) },
-			[]string{`firewall.inbound[2].port: "80", but icmp has no ports; use any`}},
+			[]string{`vpn.firewall.inbound[2].port: "80", but icmp has no ports; use any`}},
 		{"host", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Host = "web 01" }) },
-			[]string{`firewall.inbound[2].host: "web 01" is not a member name: names are letters, digits, '.', '-' and '_', starting with a letter or digit`}},
+			[]string{`vpn.firewall.inbound[2].host: "web 01" is not a member name: names are letters, digits, '.', '-' and '_', starting with a letter or digit`}},
 		{"group", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Group = "-web" }) },
-			[]string{`firewall.inbound[2].group: "-web" is not a group name: names are letters, digits, '.', '-' and '_', starting with a letter or digit`}},
+			[]string{`vpn.firewall.inbound[2].group: "-web" is not a group name: names are letters, digits, '.', '-' and '_', starting with a letter or digit`}},
 		{"groups any", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Groups = []string{"ops", "any"} }) },
-			[]string{`firewall.inbound[2].groups[1]: "any" in a list of groups that must all match means nothing; remove it, or use host: any`}},
+			[]string{`vpn.firewall.inbound[2].groups[1]: "any" in a list of groups that must all match means nothing; remove it, or use host: any`}},
 		{"cidr host bits", func(c *Config) { c.Inbound = with(func(r *Rule) { r.CIDR = "10.20.0.5/16" }) },
-			[]string{`firewall.inbound[2].cidr: "10.20.0.5/16" has bits set past the prefix length; write 10.20.0.0/16 for the network, or 10.20.0.5 for the one address`}},
+			[]string{`vpn.firewall.inbound[2].cidr: "10.20.0.5/16" has bits set past the prefix length; write 10.20.0.0/16 for the network, or 10.20.0.5 for the one address`}},
 		{"local cidr", func(c *Config) { c.Inbound = with(func(r *Rule) { r.LocalCIDR = "10.20/16" }) },
-			[]string{`firewall.inbound[2].local_cidr: "10.20/16" is not an address or prefix; use one like 10.20.0.0/16, fd00::/64, 10.20.0.5 or any`}},
+			[]string{`vpn.firewall.inbound[2].local_cidr: "10.20/16" is not an address or prefix; use one like 10.20.0.0/16, fd00::/64, 10.20.0.5 or any`}},
 		{"no peer", func(c *Config) { c.Inbound = with(func(r *Rule) { r.Group = ""; r.LocalCIDR = "10.20.0.1" }) },
-			[]string{`firewall.inbound[2]: names no peer; add host: any for every member, or a host, group, groups, cidr or ca_name`}},
+			[]string{`vpn.firewall.inbound[2]: names no peer; add host: any for every member, or a host, group, groups, cidr or ca_name`}},
 		{"several", func(c *Config) {
 			c.Inbound = with(func(r *Rule) { r.Port = "x"; r.Proto = "sctp" })
 			c.Conntrack.TCPTimeout = time.Second
 			c.Conntrack.MaxEntries = 10
 		}, []string{
-			`firewall.inbound[2].proto: "sctp" is not a protocol; use any, tcp, udp or icmp (icmp covers ICMPv6 too)`,
-			`firewall.inbound[2].port: "x" is not a port or range; use 80, 1000-2000 or any`,
-			`firewall.conntrack.tcp_timeout: 1s not in [1m0s,120h0m0s]`,
-			`firewall.conntrack.max_entries: 10 not in [64,4194304]`,
+			`vpn.firewall.inbound[2].proto: "sctp" is not a protocol; use any, tcp, udp or icmp (icmp covers ICMPv6 too)`,
+			`vpn.firewall.inbound[2].port: "x" is not a port or range; use 80, 1000-2000 or any`,
+			`vpn.firewall.conntrack.tcp_timeout: 1s not in [1m0s,120h0m0s]`,
+			`vpn.firewall.conntrack.max_entries: 10 not in [64,4194304]`,
 		}},
 		{"timeouts", func(c *Config) { c.Conntrack.UDPTimeout = 0; c.Conntrack.DefaultTimeout = 48 * time.Hour }, []string{
-			`firewall.conntrack.udp_timeout: 0s not in [5s,24h0m0s]`,
-			`firewall.conntrack.default_timeout: 48h0m0s not in [5s,24h0m0s]`,
+			`vpn.firewall.conntrack.udp_timeout: 0s not in [5s,24h0m0s]`,
+			`vpn.firewall.conntrack.default_timeout: 48h0m0s not in [5s,24h0m0s]`,
 		}},
 		{"too many rules", func(c *Config) { c.Outbound = make([]Rule, MaxRules+1); fill(c.Outbound, anyHost) },
-			[]string{`firewall.outbound: 1025 rules, at most 1024 are allowed`}},
+			[]string{`vpn.firewall.outbound: 1025 rules, at most 1024 are allowed`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -247,10 +247,10 @@ func TestConfig_DecodesFromYAML(t *testing.T) {
 		in, out bool // non-nil
 	}{
 		{"", false, false},
-		{"firewall:\n  conntrack:\n    udp_timeout: 1m\n", false, false},
-		{"firewall:\n  inbound:\n", false, false},
-		{"firewall:\n  inbound: []\n", true, false},
-		{"firewall:\n  inbound: []\n  outbound:\n  - {port: any, proto: any, host: any}\n", true, true},
+		{"vpn:\n  firewall:\n    conntrack:\n      udp_timeout: 1m\n", false, false},
+		{"vpn:\n  firewall:\n    inbound:\n", false, false},
+		{"vpn:\n  firewall:\n    inbound: []\n", true, false},
+		{"vpn:\n  firewall:\n    inbound: []\n    outbound:\n    - {port: any, proto: any, host: any}\n", true, true},
 	} {
 		cfg := decodeYAML(t, tt.yaml)
 		if (cfg.Inbound != nil) != tt.in || (cfg.Outbound != nil) != tt.out {
@@ -262,21 +262,23 @@ func TestConfig_DecodesFromYAML(t *testing.T) {
 	}
 }
 
-// decodeYAML decodes the firewall section of a YAML document the way
+// decodeYAML decodes the vpn.firewall section of a YAML document the way
 // cmd/ringvpn/internal/config does.
 func decodeYAML(t *testing.T, doc string) Config {
 	t.Helper()
 	type file struct {
-		Firewall Config `mapstructure:"firewall"`
+		VPN struct {
+			Firewall Config `mapstructure:"firewall"`
+		} `mapstructure:"vpn"`
 	}
 	def := Default()
 	v := viper.NewWithOptions(viper.KeyDelimiter("."))
-	v.SetDefault("firewall.inbound", def.Inbound)
-	v.SetDefault("firewall.outbound", def.Outbound)
-	v.SetDefault("firewall.conntrack.tcp_timeout", def.Conntrack.TCPTimeout)
-	v.SetDefault("firewall.conntrack.udp_timeout", def.Conntrack.UDPTimeout)
-	v.SetDefault("firewall.conntrack.default_timeout", def.Conntrack.DefaultTimeout)
-	v.SetDefault("firewall.conntrack.max_entries", def.Conntrack.MaxEntries)
+	v.SetDefault("vpn.firewall.inbound", def.Inbound)
+	v.SetDefault("vpn.firewall.outbound", def.Outbound)
+	v.SetDefault("vpn.firewall.conntrack.tcp_timeout", def.Conntrack.TCPTimeout)
+	v.SetDefault("vpn.firewall.conntrack.udp_timeout", def.Conntrack.UDPTimeout)
+	v.SetDefault("vpn.firewall.conntrack.default_timeout", def.Conntrack.DefaultTimeout)
+	v.SetDefault("vpn.firewall.conntrack.max_entries", def.Conntrack.MaxEntries)
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(strings.NewReader(doc)); err != nil {
 		t.Fatal(err)
@@ -289,7 +291,7 @@ func decodeYAML(t *testing.T, doc string) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f.Firewall
+	return f.VPN.Firewall
 }
 
 func TestConfig_DecodeRefusesUnknownKeys(t *testing.T) {

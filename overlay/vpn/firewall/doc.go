@@ -15,7 +15,7 @@
 //
 // # The default
 //
-// With no `firewall:` section, or one without `inbound` and `outbound`
+// With no `vpn.firewall` section, or one without `inbound` and `outbound`
 // lists, the firewall is off: everything passes both ways, as before the
 // firewall existed, at the cost of one atomic load per packet.
 //
@@ -26,39 +26,40 @@
 // empty list.) Replies to allowed flows always pass. The usual setup is
 // "outbound anything, inbound what this member serves":
 //
-//	firewall:
-//	  conntrack:
-//	    tcp_timeout: 2h30m
-//	    udp_timeout: 3m
-//	    default_timeout: 10m
-//	    max_entries: 65536
-//	  outbound:
-//	    # This member may start anything with any member.
-//	    - port: any
-//	      proto: any
-//	      host: any
-//	  inbound:
-//	    # Ping (and ICMPv6 echo) from every member.
-//	    - port: any
-//	      proto: icmp
-//	      host: any
-//	    # The web server, for the members of group web.
-//	    - port: 80
-//	      proto: tcp
-//	      group: web
-//	    # SSH for members in both groups ops and laptop.
-//	    - port: 22
-//	      proto: tcp
-//	      groups: [ops, laptop]
-//	    # DNS from the 10.20.0.0/16 addresses, to this member's own one.
-//	    - port: 53
-//	      proto: udp
-//	      cidr: 10.20.0.0/16
-//	      local_cidr: 10.20.0.1/32
-//	    # A port range for one member, by its certificate's name.
-//	    - port: 6000-6010
-//	      proto: udp
-//	      host: media-01
+//	vpn:
+//	  firewall:
+//	    conntrack:
+//	      tcp_timeout: 2h30m
+//	      udp_timeout: 3m
+//	      default_timeout: 10m
+//	      max_entries: 65536
+//	    outbound:
+//	      # This member may start anything with any member.
+//	      - port: any
+//	        proto: any
+//	        host: any
+//	    inbound:
+//	      # Ping (and ICMPv6 echo) from every member.
+//	      - port: any
+//	        proto: icmp
+//	        host: any
+//	      # The web server, for the members of group web.
+//	      - port: 80
+//	        proto: tcp
+//	        group: web
+//	      # SSH for members in both groups ops and laptop.
+//	      - port: 22
+//	        proto: tcp
+//	        groups: [ops, laptop]
+//	      # DNS from the 10.20.0.0/16 addresses, to this member's own one.
+//	      - port: 53
+//	        proto: udp
+//	        cidr: 10.20.0.0/16
+//	        local_cidr: 10.20.0.1/32
+//	      # A port range for one member, by its certificate's name.
+//	      - port: 6000-6010
+//	        proto: udp
+//	        host: media-01
 //
 // # Rules
 //

@@ -63,6 +63,7 @@ type Firewall struct {
 
 	frags     fragTable
 	rules     atomic.Pointer[ruleset]
+	enabled   atomic.Bool  // rules.Load().enabled, for the inlined fast path
 	now       atomic.Int64 // the firewall's clock (ns since epoch), set by Sweep
 	logBudget atomic.Int32 // drop log lines left until the next Sweep
 	reloadMu  sync.Mutex   // serializes Reload
@@ -95,6 +96,7 @@ func New(cfg Config, log *zap.Logger) (*Firewall, error) {
 	rs.gen = 1
 	rs.perShard = cfg.Conntrack.MaxEntries / len(f.ct.shards)
 	f.rules.Store(rs)
+	f.enabled.Store(rs.enabled)
 	f.logBudget.Store(dropLogsPerSweep)
 	f.logRules("firewall rules loaded", rs)
 	return f, nil
@@ -121,6 +123,7 @@ func (f *Firewall) Reload(cfg Config) error {
 	}
 	rs.perShard = max(1, cfg.Conntrack.MaxEntries/len(f.ct.shards))
 	f.rules.Store(rs)
+	f.enabled.Store(rs.enabled)
 	f.logRules("firewall rules reloaded", rs)
 	return nil
 }
@@ -146,6 +149,11 @@ func (f *Firewall) logRules(msg string, rs *ruleset) {
 // caller has checked that peer may use the packet's source address. The
 // firewall reads pkt during the call only.
 func (f *Firewall) Inbound(pkt []byte, peer *security.Member) Verdict {
+	// Small enough to inline: with no rules, a packet costs its caller a
+	// load and a test.
+	if !f.enabled.Load() {
+		return Accept
+	}
 	return f.filter(dirIn, pkt, peer)
 }
 
@@ -154,13 +162,23 @@ func (f *Firewall) Inbound(pkt []byte, peer *security.Member) Verdict {
 // known, or a broadcast): rules that name a host, group, groups or
 // ca_name then do not match it.
 func (f *Firewall) Outbound(pkt []byte, peer *security.Member) Verdict {
+	if !f.enabled.Load() {
+		return Accept
+	}
 	return f.filter(dirOut, pkt, peer)
 }
 
+// Enabled reports whether the rules filter anything (Config.Enabled):
+// when false, Inbound and Outbound accept every packet, so a caller may
+// skip the work of finding the packet and the peer. Inlined, it costs a
+// load and a test.
+func (f *Firewall) Enabled() bool { return f.enabled.Load() }
+
+// filter runs the rules on packet b going in direction d.
 func (f *Firewall) filter(d dir, b []byte, peer *security.Member) Verdict {
 	rs := f.rules.Load()
 	if !rs.enabled {
-		return Accept
+		return Accept // turned off by a Reload since the caller looked
 	}
 	var p packet
 	if !p.parse(b) {

@@ -110,7 +110,7 @@ func compile(cfg Config) (*ruleset, error) {
 		key   string
 		rules []Rule
 		t     *table
-	}{{"firewall.inbound", cfg.Inbound, &rs.in}, {"firewall.outbound", cfg.Outbound, &rs.out}} {
+	}{{Key + ".inbound", cfg.Inbound, &rs.in}, {Key + ".outbound", cfg.Outbound, &rs.out}} {
 		l.t.allowAll = l.rules == nil
 		l.t.n = len(l.rules)
 		for i, r := range l.rules {
