@@ -42,7 +42,7 @@ var ErrEndpointClosed = errors.New("security: endpoint closed")
 type Endpoint struct {
 	// immutable after NewEndpoint
 	cfg      Config
-	identity *Identity
+	identity atomic.Pointer[Identity] // replaced by SetIdentity (reload)
 	log      *zap.Logger
 	dial     DialFunc
 	accepted chan *Link
@@ -76,7 +76,6 @@ func NewEndpoint(identity *Identity, bundle *TrustBundle, cfg Config, dial DialF
 	}
 	e := &Endpoint{
 		cfg:      cfg,
-		identity: identity,
 		log:      log.Named("security"),
 		dial:     dial,
 		accepted: make(chan *Link, 64),
@@ -85,6 +84,7 @@ func NewEndpoint(identity *Identity, bundle *TrustBundle, cfg Config, dial DialF
 		links:    make(map[[8]byte]*Link),
 		waiters:  make(map[netip.AddrPort][]chan handoff),
 	}
+	e.identity.Store(identity)
 	e.bundle.Store(bundle)
 	return e, nil
 }
@@ -93,7 +93,7 @@ func NewEndpoint(identity *Identity, bundle *TrustBundle, cfg Config, dial DialF
 func (e *Endpoint) SetTrustBundle(b *TrustBundle) { e.bundle.Store(b) }
 
 // Identity is this node's identity.
-func (e *Endpoint) Identity() *Identity { return e.identity }
+func (e *Endpoint) Identity() *Identity { return e.identity.Load() }
 
 // Links returns the open links.
 func (e *Endpoint) Links() []*Link {
@@ -409,7 +409,7 @@ func (e *Endpoint) handshake(ctx context.Context, pipe Pipe, dialer bool) (*sess
 	localID := pipe.LocalID()
 	remote := pipe.Remote()
 	opts := []dtls.Option{
-		dtls.WithCertificates(e.identity.TLSCertificate()),
+		dtls.WithCertificates(e.identity.Load().TLSCertificate()),
 		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
 		dtls.WithEllipticCurves(elliptic.X25519, elliptic.P256),
 		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),

@@ -294,7 +294,7 @@ func TestDialPipe_GlaredWaitsForThePeersLink(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("glared DialPipe: %v", r.err)
 	}
-	if r.l.Dialed() || r.l.Peer().Address != la.ep.identity.Member.Address {
+	if r.l.Dialed() || r.l.Peer().Address != la.ep.Identity().Member.Address {
 		t.Fatal("the glared dial did not get the peer's link")
 	}
 	nothingIn(t, b, sink)

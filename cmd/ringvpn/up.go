@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -21,6 +24,9 @@ func newUpCommand(a *app) *cobra.Command {
 		Long: `Run a member node: open the UDP socket, link with the configured peers
 over DTLS, keep the links alive and serve status on the control socket.
 SIGINT or SIGTERM closes every link (telling the peers) and exits.
+SIGHUP reads the file again and applies the certificate, the CA bundle,
+the revocation lists and the firewall rules without dropping the links
+they don't concern; other changes need a restart.
 
 configs/ringvpn.yaml documents every key.`,
 		Args: withUsage(cobra.NoArgs),
@@ -33,7 +39,11 @@ configs/ringvpn.yaml documents every key.`,
 				return err
 			}
 			defer log.Sync()
-			return runUp(cmd.Context(), cfg, log)
+			reload := func() (node.Config, error) {
+				cfg, _, err := loadNodeConfig(cmd, a, configPath)
+				return cfg, err
+			}
+			return runUp(cmd.Context(), cfg, log, reload)
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (YAML)")
@@ -71,7 +81,7 @@ func loadNodeConfig(cmd *cobra.Command, a *app, path string) (node.Config, *zap.
 	return cfg, log, nil
 }
 
-func runUp(ctx context.Context, cfg node.Config, log *zap.Logger) error {
+func runUp(ctx context.Context, cfg node.Config, log *zap.Logger, reload func() (node.Config, error)) error {
 	n, err := node.Start(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -80,7 +90,22 @@ func runUp(ctx context.Context, cfg node.Config, log *zap.Logger) error {
 		n.Close()
 		return err
 	}
-	<-ctx.Done()
-	log.Info("shutting down")
-	return n.Close()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			return n.Close()
+		case <-hup:
+			cfg, err := reload()
+			if err == nil {
+				err = n.Reload(cfg)
+			}
+			if err != nil {
+				log.Error("reload failed; the running configuration stays", zap.Error(err))
+			}
+		}
+	}
 }
