@@ -25,7 +25,8 @@ const (
 const DefaultTTL = 64
 
 // Type says what a message's payload is. Types below 0x10 are link-local
-// (never forwarded); 0x40..0x7f belong to the DHT, 0x80 and above to the
+// (never forwarded); 0x40..0x7f belong to the services on the ring (the
+// DHT 0x40..0x5f, revocation lists 0x60..0x67), 0x80 and above to the
 // VPN.
 type Type uint8
 

@@ -42,7 +42,10 @@ type MemberSpec struct {
 	// letters, digits, '.', '-' or '_', starting with a letter or digit.
 	Name string
 	// IPs are the member's virtual IP addresses with the length of their
-	// network, like 10.20.0.5/16. Each must be a host address of its prefix.
+	// network, like 10.20.0.5/16: each a host address of its prefix (a
+	// fixed IP), or the network address itself, like 10.20.0.0/16, which
+	// grants a pool: the member leases any free host address of that
+	// network from the group (see IsPool).
 	IPs []netip.Prefix
 	// Groups are the groups the member belongs to; same syntax as Name.
 	Groups []string
@@ -67,14 +70,68 @@ type Member struct {
 	Cert *x509.Certificate
 }
 
-// AllowsSource reports whether the member may send IP packets from ip: one
-// of its own virtual IPs, or an address inside one of its subnets.
-func (m *Member) AllowsSource(ip netip.Addr) bool {
+// IsPool reports whether p, one of a member's IPs, grants a pool rather
+// than a fixed IP: its address is the network address of a prefix with at
+// least two host bits (10.20.0.0/16; a /31 or /32 has no network address
+// and is always a fixed IP).
+func IsPool(p netip.Prefix) bool {
+	return p.IsValid() && p.Addr().BitLen()-p.Bits() >= 2 && p.Addr() == p.Masked().Addr()
+}
+
+// FixedIPs returns the member's fixed virtual IPs: its IPs but pools.
+func (s *MemberSpec) FixedIPs() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range s.IPs {
+		if !IsPool(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Pools returns the pools the member may lease an address from.
+func (s *MemberSpec) Pools() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range s.IPs {
+		if IsPool(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// HasFixedIP reports whether ip is one of the member's fixed virtual IPs.
+func (s *MemberSpec) HasFixedIP(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	for _, p := range m.IPs {
-		if p.Addr() == ip {
+	for _, p := range s.IPs {
+		if p.Addr() == ip && !IsPool(p) {
 			return true
 		}
+	}
+	return false
+}
+
+// PoolOf returns the pool of the member that ip may be leased from: a
+// host address of one of its pools, neither the network address nor (for
+// IPv4) the broadcast address.
+func (s *MemberSpec) PoolOf(ip netip.Addr) (netip.Prefix, bool) {
+	ip = ip.Unmap()
+	for _, p := range s.IPs {
+		if IsPool(p) && p.Contains(ip) && ip != p.Addr() && !(ip.Is4() && ip == lastAddr(p)) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// AllowsSource reports whether the member may send IP packets from ip: one
+// of its own fixed virtual IPs, or an address inside one of its subnets.
+// A leased address is not in the certificate: the VPN checks it against
+// the member's lease record.
+func (m *Member) AllowsSource(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if m.HasFixedIP(ip) {
+		return true
 	}
 	for _, s := range m.Subnets {
 		if s.Contains(ip) {
@@ -175,7 +232,7 @@ func validateHostPrefix(p netip.Prefix) error {
 		return nil // /31, /32, /127 and /128 have no network or broadcast address
 	}
 	if a == p.Masked().Addr() {
-		return fmt.Errorf("virtual IP %s is the network address of its prefix; use a host address, like %s/%d", p, a.Next(), p.Bits())
+		return nil // a pool (IsPool)
 	}
 	if a.Is4() && a == lastAddr(p) {
 		return fmt.Errorf("virtual IP %s is the broadcast address of its prefix; use a host address, like %s/%d", p, a.Prev(), p.Bits())

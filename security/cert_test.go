@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,17 +72,17 @@ func TestMemberSpec_Validate(t *testing.T) {
 		{"default route subnet", func(s *MemberSpec) { s.Subnets = []netip.Prefix{p("0.0.0.0/0"), p("::/0")} }, ""},
 		{"name with dot dash underscore", func(s *MemberSpec) { s.Name = "web-1.eu_west" }, ""},
 		{"64-byte name", func(s *MemberSpec) { s.Name = strings.Repeat("a", 64) }, ""},
+		{"pool", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("10.20.0.0/16")} }, ""},
+		{"IPv6 pool", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("fd00::/64")} }, ""},
+		{"pool and fixed IP", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("10.20.0.0/16"), p("10.30.0.5/16")} }, ""},
 
 		{"empty name", func(s *MemberSpec) { s.Name = "" }, "member name is empty"},
 		{"long name", func(s *MemberSpec) { s.Name = strings.Repeat("a", 65) }, "is 65 bytes long, at most 64"},
 		{"space in name", func(s *MemberSpec) { s.Name = "al ice" }, `member name "al ice" has ' ' at byte 2; use only letters, digits`},
 		{"leading dash", func(s *MemberSpec) { s.Name = "-alice" }, "must start with a letter or a digit"},
 		{"non-ASCII name", func(s *MemberSpec) { s.Name = "alicé" }, "has 'é'"},
-		{"network address", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("10.20.0.0/16")} },
-			"virtual IP 10.20.0.0/16 is the network address of its prefix; use a host address, like 10.20.0.1/16"},
 		{"broadcast address", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("10.20.255.255/16")} },
 			"is the broadcast address of its prefix; use a host address, like 10.20.255.254/16"},
-		{"IPv6 subnet-router anycast", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("fd00::/64")} }, "network address"},
 		{"duplicate IP", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("10.0.0.1/8"), p("10.0.0.1/16")} }, "virtual IP 10.0.0.1 is listed twice"},
 		{"loopback IP", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("127.0.0.1/8")} }, "loopback"},
 		{"multicast IP", func(s *MemberSpec) { s.IPs = []netip.Prefix{p("224.0.0.1/4")} }, "multicast"},
@@ -414,6 +415,38 @@ func TestMember_AllowsSource(t *testing.T) {
 	}
 	if !m.InGroup("web") || m.InGroup("ops") {
 		t.Errorf("InGroup(web)=%v InGroup(ops)=%v, want true false", m.InGroup("web"), m.InGroup("ops"))
+	}
+}
+
+func TestMemberSpec_Pools(t *testing.T) {
+	p := netip.MustParsePrefix
+	s := MemberSpec{Name: "bob", IPs: []netip.Prefix{p("10.20.0.0/16"), p("10.30.0.5/16"), p("10.40.0.0/32"), p("fd00::/64")}}
+	if got, want := s.Pools(), []netip.Prefix{p("10.20.0.0/16"), p("fd00::/64")}; !slices.Equal(got, want) {
+		t.Errorf("Pools() = %v, want %v", got, want)
+	}
+	if got, want := s.FixedIPs(), []netip.Prefix{p("10.30.0.5/16"), p("10.40.0.0/32")}; !slices.Equal(got, want) {
+		t.Errorf("FixedIPs() = %v, want %v", got, want)
+	}
+	tests := map[string]bool{
+		"10.20.0.7":     true,
+		"10.20.255.254": true,
+		"10.20.0.0":     false, // network address
+		"10.20.255.255": false, // broadcast
+		"10.21.0.1":     false,
+		"10.30.0.5":     false, // fixed, not pooled
+		"fd00::1":       true,
+		"fd00::":        false, // subnet-router anycast
+	}
+	for ip, want := range tests {
+		if _, got := s.PoolOf(netip.MustParseAddr(ip)); got != want {
+			t.Errorf("PoolOf(%s) = %v, want %v", ip, got, want)
+		}
+	}
+	m := &Member{MemberSpec: s}
+	for ip, want := range map[string]bool{"10.20.0.0": false, "10.20.0.7": false, "10.30.0.5": true, "10.40.0.0": true} {
+		if got := m.AllowsSource(netip.MustParseAddr(ip)); got != want {
+			t.Errorf("AllowsSource(%s) = %v, want %v (leases are checked by the VPN)", ip, got, want)
+		}
 	}
 }
 

@@ -344,6 +344,33 @@ func (r *Revocations) Lists() []*x509.RevocationList {
 	return out
 }
 
+// HeldList is one list held and the CA of the trust bundle that signed it.
+type HeldList struct {
+	CA   *x509.Certificate
+	List *x509.RevocationList
+}
+
+// Held returns the lists held with their CAs, in the order of Lists. The
+// certificates and lists must not be modified.
+func (r *Revocations) Held() []HeldList {
+	if r == nil {
+		return nil
+	}
+	s := r.state.Load()
+	out := make([]HeldList, len(s.lists))
+	for i, h := range s.lists {
+		out[i] = HeldList{CA: h.ca, List: h.crl}
+	}
+	return out
+}
+
+// TrustBundle returns the bundle whose CAs' lists are taken (nil: none).
+func (r *Revocations) TrustBundle() *TrustBundle {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bundle
+}
+
 // Stale returns the lists held that are past their nextUpdate at now.
 // They stay in force; their CA should re-sign them.
 func (r *Revocations) Stale(now time.Time) []*x509.RevocationList {

@@ -219,6 +219,32 @@ func TestRevocations_SeveralCAs(t *testing.T) {
 	}
 }
 
+// TestRevocations_Held: Held pairs each list with the CA that signed it,
+// and TrustBundle is the bundle set last.
+func TestRevocations_Held(t *testing.T) {
+	a, b := newTestCA(t, "group-ca", ""), newTestCA(t, "group-ca", KeyKindEd25519) // one name, two keys
+	bundle := mustBundle(t, a, b)
+	r := NewRevocations(bundle)
+	if r.TrustBundle() != bundle || len(r.Held()) != 0 {
+		t.Fatalf("new: bundle %p, %d held", r.TrustBundle(), len(r.Held()))
+	}
+	mustAdd(t, r, revoke(t, b, nil, 0).Raw)
+	mustAdd(t, r, revoke(t, a, nil, 0).Raw)
+	held := r.Held()
+	if len(held) != 2 || !held[0].CA.Equal(b.Cert) || !held[1].CA.Equal(a.Cert) || held[0].List != r.Lists()[0] {
+		t.Fatalf("held %+v", held)
+	}
+	other := mustBundle(t, a)
+	r.SetTrustBundle(other)
+	if r.TrustBundle() != other || len(r.Held()) != 1 || !r.Held()[0].CA.Equal(a.Cert) {
+		t.Fatalf("after SetTrustBundle: %+v", r.Held())
+	}
+	var nilRevs *Revocations
+	if nilRevs.Held() != nil {
+		t.Fatal("a nil Revocations holds lists")
+	}
+}
+
 func TestRevocations_Stale(t *testing.T) {
 	ca := newTestCA(t, "group-ca", "")
 	alice := issueTestMemberCert(t, ca)

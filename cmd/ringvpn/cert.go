@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,8 +47,16 @@ func newCertIssueCommand(a *app) *cobra.Command {
 The certificate binds the member's name, its overlay address (the hash of
 its public key), its virtual IP addresses, its groups and the subnets it may
 route for. Copy the certificate, its key and the CA certificate to the
-member; the CA key stays where it is.`,
+member; the CA key stays where it is.
+
+An --ip with host bits is a fixed IP (10.20.0.5/16). An --ip that is the
+network address itself, host bits all zero (10.20.0.0/16), grants a pool:
+the member leases any free address of that network from the group through
+the DHT when it starts (neither the network nor the broadcast address, nor
+an address a fixed member holds), renews the lease while it runs, and lets
+it expire when it stops.`,
 		Example: `  ringvpn cert issue --name alice --ip 10.20.0.5/16 --group web
+  ringvpn cert issue --name laptop-7 --ip 10.20.0.0/16
   ringvpn cert issue --name site-b --ip 10.20.0.9/16 --subnet 192.168.10.0/24 --validity 2160h`,
 		Args: withUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -116,7 +125,7 @@ member; the CA key stays where it is.`,
 			w := a.stdout
 			fmt.Fprintf(w, "issued certificate for %q (%s), signed by %q\n", name, keyType, ca.Cert.Subject.CommonName)
 			fmt.Fprintf(w, "  overlay address  %s\n", m.Address)
-			fmt.Fprintf(w, "  virtual IPs      %s\n", joinOrDash(prefixStrings(m.IPs)))
+			fmt.Fprintf(w, "  virtual IPs      %s\n", joinOrDash(ipStrings(m.IPs)))
 			fmt.Fprintf(w, "  groups           %s\n", joinOrDash(m.Groups))
 			fmt.Fprintf(w, "  subnets          %s\n", joinOrDash(prefixStrings(m.Subnets)))
 			fmt.Fprintf(w, "  valid            %s to %s\n", fmtTime(m.NotBefore), fmtTime(m.NotAfter))
@@ -129,7 +138,7 @@ member; the CA key stays where it is.`,
 	fs.StringVar(&caCert, "ca-cert", "ca.crt", "the CA certificate")
 	fs.StringVar(&caKey, "ca-key", "ca.key", "the CA private key")
 	fs.StringVar(&name, "name", "", "the member's name, e.g. alice (required)")
-	fs.StringArrayVar(&ips, "ip", nil, "a virtual IP with its network length, e.g. 10.20.0.5/16 (required; repeatable)")
+	fs.StringArrayVar(&ips, "ip", nil, "a virtual IP with its network length, e.g. 10.20.0.5/16, or a pool to lease one from, e.g. 10.20.0.0/16 (required; repeatable)")
 	fs.StringArrayVar(&groups, "group", nil, "a group the member belongs to (repeatable)")
 	fs.StringArrayVar(&subnets, "subnet", nil, "a subnet the member may route for, e.g. 192.168.10.0/24 (repeatable)")
 	fs.StringVar(&certPath, "cert", "", "where to write the certificate (default NAME.crt)")
@@ -160,6 +169,7 @@ type certJSON struct {
 	Name        string    `json:"name"`
 	Address     string    `json:"address,omitempty"`
 	IPs         []string  `json:"ips,omitzero"`
+	Pools       []string  `json:"pools,omitzero"`
 	Groups      []string  `json:"groups,omitzero"`
 	Subnets     []string  `json:"subnets,omitzero"`
 	NotBefore   time.Time `json:"not_before"`
@@ -226,7 +236,8 @@ func describeCert(c *x509.Certificate) (*certJSON, error) {
 	}
 	info.Kind = "member"
 	info.Address = m.Address.String()
-	info.IPs = nonNil(prefixStrings(m.IPs))
+	info.IPs = nonNil(prefixStrings(m.FixedIPs()))
+	info.Pools = nonNil(prefixStrings(m.Pools()))
 	info.Groups = nonNil(m.Groups)
 	info.Subnets = nonNil(prefixStrings(m.Subnets))
 	return info, nil
@@ -239,7 +250,11 @@ func printCert(w io.Writer, c *certJSON, now time.Time) error {
 	} else {
 		row("name", c.Name)
 		row("address", c.Address)
-		row("ips", joinOrDash(c.IPs))
+		ips := slices.Clone(c.IPs)
+		for _, p := range c.Pools {
+			ips = append(ips, "pool "+p)
+		}
+		row("ips", joinOrDash(ips))
 		row("groups", joinOrDash(c.Groups))
 		row("subnets", joinOrDash(c.Subnets))
 	}
@@ -337,6 +352,17 @@ func prefixStrings(ps []netip.Prefix) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
 		out[i] = p.String()
+	}
+	return out
+}
+
+// ipStrings renders a member's IPs, pools as "pool 10.20.0.0/16".
+func ipStrings(ps []netip.Prefix) []string {
+	out := prefixStrings(ps)
+	for i, p := range ps {
+		if security.IsPool(p) {
+			out[i] = "pool " + out[i]
+		}
 	}
 	return out
 }

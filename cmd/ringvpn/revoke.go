@@ -38,8 +38,9 @@ Without --cert or --serial an existing list is only signed again, with a
 new number and next update.
 
 Members apply the list from a file named in identity.crl (reloaded when it
-changes): they refuse revoked members and close the links they have to
-them. A list stays in force after its next update, but members warn about
+changes), or from another member: "ringvpn crl publish FILE" hands it to a
+running member, which spreads it to the whole group. They refuse revoked
+members and close the links they have to them. A list stays in force after its next update, but members warn about
 it daily: sign it again before then.`,
 		Example: `  ringvpn ca revoke --crl group.crl --cert mallory.crt --reason key-compromise
   ringvpn ca revoke --crl group.crl --serial 5f3c0a9e81d2b4c6a7e8f90112233445
@@ -121,7 +122,8 @@ it daily: sign it again before then.`,
 			if prev == nil {
 				fmt.Fprintf(w, "  a new list: if members already hold a list of this CA, extend that one instead (they ignore lower numbers)\n")
 			}
-			fmt.Fprintf(w, "  give it to every member (identity.crl); sign it again before %s\n", fmtTime(crl.NextUpdate))
+			fmt.Fprintf(w, "  spread it to the group: `ringvpn crl publish %s` on any running member (or put it in a member's identity.crl); sign it again before %s\n",
+				crlPath, fmtTime(crl.NextUpdate))
 			return nil
 		},
 	}

@@ -86,6 +86,7 @@ Start a group:
 		newVersionCommand(a),
 		newCACommand(a),
 		newCertCommand(a),
+		newCRLCommand(a),
 		newUpCommand(a),
 		newStatusCommand(a),
 		newProbeCommand(a),

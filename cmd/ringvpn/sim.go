@@ -31,7 +31,10 @@ func newSimCommand(a *app) *cobra.Command {
 the ring to be correct, and measure it: routed delivery, path length in
 links and latency stretch over random pairs of nodes, links per node, DHT
 puts and gets, how soon a new node is routable, and, with --churn,
-delivery and DHT gets while nodes crash and are replaced.
+delivery and DHT gets while nodes crash and are replaced; with --revoke,
+how soon a revocation list published by one node reaches all the others
+and cuts the revoked node off (plain runs give the nodes certificates from
+a cluster CA, and their links obey the lists as DTLS links do).
 
 Links are plain in-memory links unless --secure (real DTLS on an
 in-memory network, a few hundred nodes at most). Latency comes from a
@@ -48,6 +51,7 @@ Examples:
   ringvpn sim --nodes 1000 --compare-proximity
   ringvpn sim --nodes 1000 --churn 0.1 --churn-for 2m
   ringvpn sim --nodes 1000 --latency constant:50ms --join-trials 10
+  ringvpn sim --nodes 1000 --revoke --dht-keys 0 --join-trials 0
   ringvpn sim --nodes 10000 --time-scale 4 --join-every 30ms --join-trials 0`,
 		Args: withUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -121,6 +125,7 @@ Examples:
 	f.Float64Var(&o.NAT.Share, "nat", 0, "fraction of the nodes behind a NAT of their own, e.g. 0.7 (needs --secure)")
 	f.Float64Var(&o.NAT.Symmetric, "symmetric", 0, "fraction of all nodes behind a symmetric NAT, e.g. 0.2 (part of --nat)")
 	f.IntVar(&o.NATPairs, "nat-pairs", 0, "with --nat: random pairs that ask for a shortcut link, to count direct and relayed ones (0: 100)")
+	f.BoolVar(&o.Revoke, "revoke", false, "run revocation lists on every node and, last, have a random node publish one revoking another: time until every node holds it and the revoked node has no links")
 	f.IntVar(&far, "far", 0, "far links per node (overlay.far; 0: about log2(N)/2)")
 	f.IntVar(&near, "near", 0, "near links on each side (overlay.near; 0: the default)")
 	f.IntVar(&maxLinks, "max-links", 0, "links a node keeps for its own reasons (overlay.max_links; 0: the default)")

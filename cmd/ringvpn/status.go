@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -71,6 +72,7 @@ func printStatus(a *app, s node.Status) {
 	if len(s.Links) == 0 {
 		fmt.Fprintln(a.stdout, "(no links)")
 	}
+	printRevocationStatus(a.stdout, s.Revocations)
 	if s.VPN != nil {
 		printVPNStatus(a, s.VPN)
 	}
@@ -80,6 +82,9 @@ func printVPNStatus(a *app, v *vpn.Status) {
 	ips := make([]string, len(v.IPs))
 	for i, p := range v.IPs {
 		ips[i] = p.String()
+		if slices.Contains(v.Leased, p) {
+			ips[i] += " (leased)"
+		}
 	}
 	fmt.Fprintf(a.stdout, "\nvpn: %s %s mtu %d; frames out %d, in %d; dropped: spoofed %d, unresolved %d, not for us %d, broadcast %d, failed %d\n",
 		v.Device, strings.Join(ips, ","), v.MTU, v.FramesOut, v.FramesIn, v.DropSpoofed, v.DropUnresolved,

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -45,6 +46,12 @@ type Options struct {
 	// OnNode, if set, runs for each node after it is created and before
 	// it starts, to attach services (the DHT) the way a daemon does.
 	OnNode func(*Member) error
+	// Certs gives the members of a plain cluster certificates from a
+	// cluster CA too (Member.Identity and Bundle; their peers see them in
+	// Link.Peer), for services that check certificates, such as
+	// revocation lists. The keys are Ed25519 keys drawn from Seed, so
+	// addresses stay repeatable (but differ from a run without Certs).
+	Certs bool
 	// NAT puts members of a Secure cluster behind NATs (memnet models).
 	NAT NATMix
 	// Pipes gives every member of a Secure cluster routed pipes
@@ -73,9 +80,10 @@ type Member struct {
 	// Linker is the node's linker: an *overlay.SecureLinker in a Secure
 	// cluster (its Endpoint runs services' DTLS, such as routed pipes).
 	Linker overlay.Linker
-	// Identity is the node's key and certificate in a Secure cluster.
+	// Identity is the node's key and certificate in a Secure cluster (or
+	// with Options.Certs).
 	Identity *security.Identity
-	// Bundle holds the cluster's group CA (Secure clusters).
+	// Bundle holds the cluster's group CA (Secure clusters, Certs).
 	Bundle *security.TrustBundle
 	// NAT is the member's NAT type ("" when it has a public address) and
 	// Pipes its routed pipes (Options.Pipes).
@@ -114,7 +122,7 @@ func New(opts Options) (*Cluster, error) {
 		opts.Log = zap.NewNop()
 	}
 	c := &Cluster{opts: opts, log: opts.Log, rng: rand.New(rand.NewPCG(opts.Seed, 0x5eed))}
-	if opts.Secure {
+	if opts.Secure || opts.Certs {
 		now := time.Now()
 		ca, err := security.NewCA("sim-ca", now.Add(-time.Hour), now.Add(30*24*time.Hour), "ecdsa-p256")
 		if err != nil {
@@ -125,6 +133,8 @@ func New(opts Options) (*Cluster, error) {
 			return nil, err
 		}
 		c.ca, c.bundle = ca, bundle
+	}
+	if opts.Secure {
 		c.net = memnet.New(opts.Seed)
 	} else {
 		c.fabric = simnet.New(simnet.Config{Latency: opts.Latency, Seed: opts.Seed, DeadAfter: opts.Overlay.DeadAfter})
@@ -215,11 +225,19 @@ func (c *Cluster) Add() (*Member, error) {
 		}
 		linker = sl
 	} else {
-		var a security.Address
-		for j := range a {
-			a[j] = byte(c.rng.Uint32())
+		if c.opts.Certs {
+			id, err := c.plainIdentity(fmt.Sprintf("node%d", i))
+			if err != nil {
+				return nil, err
+			}
+			m.member, m.Identity, m.Bundle = id.Member, id, c.bundle
+		} else {
+			var a security.Address
+			for j := range a {
+				a[j] = byte(c.rng.Uint32())
+			}
+			m.member = &security.Member{MemberSpec: security.MemberSpec{Name: fmt.Sprintf("node%d", i)}, Address: a}
 		}
-		m.member = &security.Member{MemberSpec: security.MemberSpec{Name: fmt.Sprintf("node%d", i)}, Address: a}
 		pl, err := c.fabric.Listen(m.member, addr)
 		if err != nil {
 			return nil, err
@@ -301,6 +319,26 @@ func (c *Cluster) identity(spec security.MemberSpec) (*security.Identity, error)
 	}
 	return security.NewIdentity(key, cert, c.bundle, now)
 }
+
+// plainIdentity is a member of a plain cluster with Certs: an Ed25519
+// key drawn from the cluster's generator and a certificate from its CA.
+func (c *Cluster) plainIdentity(name string) (*security.Identity, error) {
+	var seed [ed25519.SeedSize]byte
+	for j := range seed {
+		seed[j] = byte(c.rng.Uint32())
+	}
+	key := ed25519.NewKeyFromSeed(seed[:])
+	now := time.Now()
+	cert, err := c.ca.Issue(key.Public(), security.MemberSpec{Name: name}, now.Add(-time.Hour), now.Add(7*24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	return security.NewIdentity(key, cert, c.bundle, now)
+}
+
+// CA is the cluster's group CA (Secure clusters, Certs; nil otherwise),
+// for tests and measurements that sign revocation lists.
+func (c *Cluster) CA() *security.CA { return c.ca }
 
 // placeSecure sets the memnet paths from a new host to every existing
 // one from the latency model.

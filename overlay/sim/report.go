@@ -39,6 +39,7 @@ type Report struct {
 	NAT      *NATReport       `json:"nat,omitempty"`
 	Join     *JoinReport      `json:"join,omitempty"`
 	Churn    *ChurnReport     `json:"churn,omitempty"`
+	Revoke   *RevokeReport    `json:"revoke,omitempty"`
 	// Elapsed is the wall time of the run.
 	Elapsed time.Duration `json:"elapsed_ns"`
 	// Compare is the same seed run with proximity flipped
@@ -356,6 +357,9 @@ func reportRows(r *Report) []row {
 				return fmt.Sprintf("correct again %s after the churn stopped", dur(c.HealTime))
 			})},
 		)
+	}
+	if has(func(r *Report) bool { return r.Revoke != nil }) {
+		rows = append(rows, revokeRows()...)
 	}
 	rows = append(rows, row{"run", "elapsed", func(r *Report) string { return dur(r.Elapsed) }})
 	return rows

@@ -88,6 +88,16 @@ type RunOptions struct {
 	// NATPairs is how many pairs try a shortcut link in a NAT run; zero
 	// is 100.
 	NATPairs int
+	// Revoke runs every node with revocation lists (overlay/revoke, over
+	// a DHT) and, after the other measurements, has a random node publish
+	// a list revoking another: the report says how soon every other node
+	// held it and the revoked node had no links left. Plain runs give the
+	// nodes certificates from a cluster CA for it (Options.Certs), and
+	// their links obey the lists as DTLS links do.
+	Revoke bool
+	// RevokeTimeout bounds the wait for the revocation to reach every
+	// node; zero is one minute, times TimeScale.
+	RevokeTimeout time.Duration
 	// Log receives progress (one line per phase); nil discards it.
 	Log *zap.Logger
 	// NodeLog receives the nodes' own logs; nil discards them.
@@ -211,6 +221,9 @@ func (o RunOptions) withDefaults() RunOptions {
 	if o.NATPairs == 0 {
 		o.NATPairs = 100
 	}
+	if o.RevokeTimeout == 0 {
+		o.RevokeTimeout = time.Duration(float64(time.Minute) * max(1, o.TimeScale))
+	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
@@ -245,6 +258,8 @@ func (o RunOptions) Validate() error {
 	check(o.NAT.Share == 0 || o.Secure, "sim.nat: NATs are modelled on the in-memory network of DTLS runs: add --secure")
 	check(o.NATPairs >= 0 && o.NATPairs <= 100_000, "sim.nat_pairs: %d not in [0,100000] (0 = 100)", o.NATPairs)
 	check(o.TimeScale == 0 || (o.TimeScale >= 1 && o.TimeScale <= 100), "sim.time_scale: %v not in [1,100] (0 = 1)", o.TimeScale)
+	check(!o.Revoke || o.N >= 3, "sim.revoke: needs at least 3 nodes (a publisher, a revoked node and one more)")
+	check(o.RevokeTimeout >= 0, "sim.revoke_timeout: %v is negative", o.RevokeTimeout)
 	if o.Overlay.Near != 0 {
 		if err := o.Overlay.Validate(); err != nil {
 			errs = append(errs, err)
@@ -300,6 +315,7 @@ type runner struct {
 	rng   *rand.Rand
 	dhts  map[int]*dht.DHT
 	added map[int]time.Time // member index -> when it was created
+	revs  map[int]*revoker  // with RunOptions.Revoke
 }
 
 // runOnce is one simulation: the cluster is built, measured and closed.
@@ -318,10 +334,12 @@ func runOnce(ctx context.Context, o RunOptions) (rep Report, err error) {
 		rng:   rand.New(rand.NewPCG(o.Seed, 0x51a7)),
 		dhts:  make(map[int]*dht.DHT),
 		added: make(map[int]time.Time),
+		revs:  make(map[int]*revoker),
 	}
 	c, err := New(Options{
 		N: o.N, Secure: o.Secure, Latency: o.Latency, Overlay: o.Overlay, Security: o.Security,
 		JoinEvery: o.JoinEvery, Seed: o.Seed, OnNode: r.attach, Log: o.NodeLog, NAT: o.NAT,
+		Certs: o.Revoke && !o.Secure,
 	})
 	if err != nil {
 		return rep, err
@@ -387,6 +405,13 @@ func runOnce(ctx context.Context, o RunOptions) (rep Report, err error) {
 			return rep, err
 		}
 	}
+	if o.Revoke {
+		o.Log.Info("sim: revocation")
+		rep.Revoke, err = r.measureRevoke(ctx)
+		if err != nil {
+			return rep, err
+		}
+	}
 	return rep, nil
 }
 
@@ -394,10 +419,20 @@ func runOnce(ctx context.Context, o RunOptions) (rep Report, err error) {
 // member was created and gives it a DHT when the run measures one.
 func (r *runner) attach(m *Member) error {
 	var d *dht.DHT
-	if r.o.DHTKeys > 0 {
+	if r.o.DHTKeys > 0 || r.o.Revoke {
 		var err error
 		d, err = dht.New(m.Node, r.o.DHT, nil, r.o.NodeLog)
 		if err != nil {
+			return err
+		}
+	}
+	var rv *revoker
+	if r.o.Revoke {
+		var err error
+		if rv, err = r.attachRevoker(m, d); err != nil {
+			if d != nil {
+				d.Close()
+			}
 			return err
 		}
 	}
@@ -407,12 +442,16 @@ func (r *runner) attach(m *Member) error {
 	if d != nil {
 		r.dhts[m.Index] = d
 	}
+	if rv != nil {
+		r.revs[m.Index] = rv
+	}
 	return nil
 }
 
 // close stops the cluster, then the DHTs (which do not stop with their
 // nodes).
 func (r *runner) close() {
+	r.closeRevokers()
 	r.c.Close()
 	r.mu.Lock()
 	ds := make([]*dht.DHT, 0, len(r.dhts))

@@ -143,6 +143,7 @@ func TestRunOptions_Validate(t *testing.T) {
 		{"secure thousands", sim.RunOptions{N: 2000, Secure: true}, "sim.secure"},
 		{"churn NaN", sim.RunOptions{N: 10, Churn: nan()}, "sim.churn"},
 		{"negative pairs", sim.RunOptions{N: 10, Pairs: -1}, "sim.pairs"},
+		{"revoke in two", sim.RunOptions{N: 2, Revoke: true}, "sim.revoke"},
 		{"bad overlay", sim.RunOptions{N: 10, Overlay: func() overlay.Config { c := sim.OverlayFor(10); c.TTL = 1; return c }()}, "overlay.ttl"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,6 +15,9 @@ var (
 	ErrNoAnswer = errors.New("no node answered at that address")
 	// ErrSelfDial reports a dial to the dialer's own address.
 	ErrSelfDial = errors.New("simnet: a node cannot dial itself")
+	// ErrRefused reports a handshake refused because one side revokes the
+	// other's certificate (Linker.SetRevocations).
+	ErrRefused = errors.New("simnet: peer refused")
 	// ErrTooBig reports a packet longer than MaxPacket.
 	ErrTooBig = fmt.Errorf("simnet: packet longer than %d bytes", MaxPacket)
 )

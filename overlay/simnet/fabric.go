@@ -32,6 +32,9 @@ type Stats struct {
 	// Dials counts handshakes started by Dial; DialsFailed those that did
 	// not return a link (nobody answered, context done, dialer closed).
 	Dials, DialsFailed uint64
+	// Refused counts handshakes refused for a revoked certificate (part of
+	// DialsFailed).
+	Refused uint64
 	// Links is how many links have at least one end open.
 	Links int
 	// Nodes is how many Linkers are listening.
@@ -71,6 +74,7 @@ type Fabric struct {
 	sent, lost  uint64
 	dials       uint64
 	dialsFailed uint64
+	refused     uint64
 	links       int
 
 	delivered, dropped, unhandled atomic.Uint64
@@ -158,7 +162,7 @@ func (f *Fabric) Stats() Stats {
 	defer f.mu.Unlock()
 	s.Sent, s.Lost = f.sent, f.lost
 	s.InFlight = s.Sent - s.Lost - s.Delivered - s.Dropped - s.Unhandled
-	s.Dials, s.DialsFailed = f.dials, f.dialsFailed
+	s.Dials, s.DialsFailed, s.Refused = f.dials, f.dialsFailed, f.refused
 	s.Links, s.Nodes = f.links, len(f.nodes)
 	return s
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringvpn/ringvpn/overlay"
@@ -31,10 +32,14 @@ type Linker struct {
 	done  chan struct{} // closed when the node closes or crashes
 	wake  chan struct{} // a token when accq grows
 
+	revs atomic.Pointer[security.Revocations] // what SetRevocations set
+
 	// Fabric.mu guards the following.
 	state nodeState
 	links []*Link // open ends at this node; Link.idx is the index
 	accq  []*Link // ends waiting for Accept
+	// revStop unregisters the revocation hook (SetRevocations).
+	revStop func()
 }
 
 var _ overlay.Linker = (*Linker)(nil)
@@ -136,6 +141,9 @@ func (f *Fabric) completeDialLocked(d *dialing, now int64) {
 	case d.target.state != nodeOpen:
 		d.noAnswer = true
 		f.scheduleLocked(event{kind: evDialFail, dial: d}, time.Duration(max(d.failAt-now, 0)), now)
+	case refusedLocked(d.from, d.target) != nil:
+		f.refused++
+		f.finishDialLocked(d, nil, fmt.Errorf("simnet: dial %v: %w", d.remote, refusedLocked(d.from, d.target)))
 	default:
 		t := d.target
 		a := &Link{owner: d.from, peerShard: t.shard, rtt: d.rtt, dialed: true, done: make(chan struct{})}
@@ -235,6 +243,10 @@ func (l *Linker) Kill() {
 // is held.
 func (f *Fabric) shutdownLocked(l *Linker, how nodeState, notify bool) {
 	l.state = how
+	if l.revStop != nil {
+		l.revStop()
+		l.revStop = nil
+	}
 	if f.nodes[l.addr] == l {
 		delete(f.nodes, l.addr)
 	}

@@ -150,7 +150,7 @@ func (v *VPN) onBroadcast(m *overlay.Message) {
 		v.stats.dropMalformed.Add(1)
 		return
 	}
-	if !member.AllowsSource(ip.Src) {
+	if !member.AllowsSource(ip.Src) && !v.leaseHeldBy(member, ip.Src) {
 		v.stats.dropSpoofed.Add(1)
 		return
 	}

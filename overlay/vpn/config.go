@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/vpn/firewall"
 	"github.com/ringvpn/ringvpn/security/record"
@@ -38,6 +40,13 @@ type Config struct {
 	// RecordTTL: this member's virtual-IP records in the DHT live this
 	// long and are renewed at a third of it.
 	RecordTTL time.Duration `mapstructure:"record_ttl"`
+	// LeaseTTL: an address leased from a pool (a certificate whose IP is
+	// a network address, like 10.20.0.0/16) is held for this long in the
+	// DHT and renewed at a third of it; a member that stops lets it
+	// expire, and the address is free again after at most this long.
+	LeaseTTL time.Duration `mapstructure:"lease_ttl"`
+	// DNS is the name responder on the member's virtual IPs.
+	DNS DNSConfig `mapstructure:"dns"`
 	// MaxPeers bounds the members this one keeps state for (mappings,
 	// sessions); the longest idle are forgotten first.
 	MaxPeers int `mapstructure:"max_peers"`
@@ -50,6 +59,24 @@ type Config struct {
 	// firewall). Without inbound and outbound lists, the default, it is
 	// off and everything passes.
 	Firewall firewall.Config `mapstructure:"firewall"`
+}
+
+// DNSConfig sets the DNS responder that answers for the group's
+// members: `<member name>.<domain>` resolves to the virtual IPs the member
+// published (fixed or leased). It listens on port 53 (UDP and TCP) of the
+// member's own virtual IPs only, answers A and AAAA records of its zone
+// (NXDOMAIN for unknown names), refuses every other zone and never
+// recurses.
+type DNSConfig struct {
+	// Enabled runs the responder and publishes this member's name record.
+	Enabled bool `mapstructure:"enabled"`
+	// Domain is the group's zone, like "ringvpn." or "corp.example.".
+	Domain string `mapstructure:"domain"`
+	// TTL is the time to live of the answers.
+	TTL time.Duration `mapstructure:"ttl"`
+	// MaxInFlight bounds the DHT lookups the responder runs at once;
+	// queries beyond it are answered SERVFAIL at once.
+	MaxInFlight int `mapstructure:"max_in_flight"`
 }
 
 // MaxBroadcastRate is what the ring's broadcast passes from one member.
@@ -67,6 +94,8 @@ func Default() Config {
 		OpenTimeout:     10 * time.Second,
 		QueueLen:        64,
 		RecordTTL:       30 * time.Minute,
+		LeaseTTL:        2 * time.Minute,
+		DNS:             DNSConfig{Enabled: true, Domain: "ringvpn.", TTL: 30 * time.Second, MaxInFlight: 32},
 		MaxPeers:        4096,
 		BroadcastRate:   20,
 		Firewall:        firewall.Default(),
@@ -93,6 +122,12 @@ func (c Config) Validate() error {
 	between("open_timeout", c.OpenTimeout, 100*time.Millisecond, time.Minute)
 	check(c.QueueLen >= 1 && c.QueueLen <= 4096, "vpn.queue_len: %d not in [1,4096]", c.QueueLen)
 	between("record_ttl", c.RecordTTL, 10*time.Second, 24*time.Hour)
+	between("lease_ttl", c.LeaseTTL, 10*time.Second, 24*time.Hour)
+	if _, ok := dns.IsDomainName(c.DNS.Domain); !ok || c.DNS.Domain == "" || c.DNS.Domain == "." {
+		errs = append(errs, fmt.Errorf("vpn.dns.domain: %q is not a domain name; use one like \"ringvpn.\"", c.DNS.Domain))
+	}
+	between("dns.ttl", c.DNS.TTL, 0, 24*time.Hour)
+	check(c.DNS.MaxInFlight >= 1 && c.DNS.MaxInFlight <= 1024, "vpn.dns.max_in_flight: %d not in [1,1024]", c.DNS.MaxInFlight)
 	check(c.MaxPeers >= 16 && c.MaxPeers <= 1_000_000, "vpn.max_peers: %d not in [16,1000000]", c.MaxPeers)
 	check(c.BroadcastRate >= 0 && c.BroadcastRate <= MaxBroadcastRate, "vpn.broadcast_rate: %d not in [0,%d] (the ring passes at most %d broadcasts a second from one member)", c.BroadcastRate, MaxBroadcastRate, MaxBroadcastRate)
 	// Its messages name its keys in full (vpn.firewall.inbound[2].port).

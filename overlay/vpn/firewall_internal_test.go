@@ -30,6 +30,7 @@ func newFilterVPN(t testing.TB, fw firewall.Config) *VPN {
 	v.cfg = Default()
 	v.cfg.Firewall = fw
 	v.own = []netip.Prefix{netip.PrefixFrom(ourIP, 24)}
+	v.fixed = v.own
 	v.mac = []byte{0x02, 0, 0, 0, 0, 1}
 	v.byIP = make(map[netip.Addr]*mapping)
 	v.byAddr = make(map[overlay.Address]*remote)

@@ -196,7 +196,14 @@ func (v *VPN) receiveFrom(r *remote, member *security.Member, f []byte) {
 		v.stats.dropNotIP.Add(1)
 		return
 	}
+	verdict := leaseOK
 	if !member.AllowsSource(src) {
+		verdict = v.leaseCheck(member, src)
+	}
+	if verdict == leasePending {
+		return // counted: the lookup of src's lease is under way
+	}
+	if verdict != leaseOK {
 		v.stats.dropSpoofed.Add(1)
 		if ce := v.log.Check(zap.DebugLevel, "spoofed packet dropped"); ce != nil {
 			ce.Write(zap.String("member", member.Name), zap.Stringer("src", src), zap.Stringer("dst", dst))

@@ -224,6 +224,9 @@ func (v *VPN) learn(r *remote, member *security.Member) {
 	exp := now.Add(v.cfg.CacheTTL)
 	v.mu.Lock()
 	for _, p := range member.IPs {
+		if security.IsPool(p) {
+			continue // a lease is mapped from its record, not the certificate
+		}
 		ip := p.Addr()
 		m := v.byIP[ip]
 		if m == nil {
@@ -433,7 +436,7 @@ func (v *VPN) publishLoop() {
 func (v *VPN) publish() bool {
 	ok := true
 	addr := v.node.Address()
-	for _, p := range v.own {
+	for _, p := range v.fixed {
 		ip := p.Addr()
 		rec, err := dht.Sign(v.id, NamespaceVIP, ip.String(), addr[:], time.Now().Add(v.cfg.RecordTTL))
 		if err == nil {
@@ -443,6 +446,7 @@ func (v *VPN) publish() bool {
 		}
 		switch {
 		case err == nil:
+		case errors.Is(err, dht.ErrExists) && v.reclaim(ip):
 		case errors.Is(err, dht.ErrExists):
 			ok = false
 			v.log.Error("another member claims our virtual IP; the group CA issued it twice", zap.Stringer("ip", ip), zap.Error(err))

@@ -19,7 +19,9 @@ const NamespaceVIP = "vip"
 
 // Verifier returns a record verifier for the DHT of a VPN member: base's
 // checks (chain to the group CA, signature, expiry) and, for NamespaceVIP,
-// that the signer's certificate names the IP. Every node of the ring
+// that the signer's certificate carries the IP or grants a pool holding it
+// (a lease, lease.go); for NamespaceName, that the signer's certificate
+// has the name and carries or may lease every IP of the value (names.go). Every node of the ring
 // stores and serves records, so every node needs it, not only VPN members.
 func Verifier(base dht.Verifier) dht.Verifier { return vipVerifier{base} }
 
@@ -37,6 +39,11 @@ func (v vipVerifier) Verify(key overlay.Address, rec *dht.SignedRecord, now time
 		}
 		return m, nil
 	case NamespaceVIP:
+	case NamespaceName:
+		if err := checkNameRecord(rec, m); err != nil {
+			return nil, err
+		}
+		return m, nil
 	default:
 		return m, nil
 	}
@@ -44,22 +51,11 @@ func (v vipVerifier) Verify(key overlay.Address, rec *dht.SignedRecord, now time
 	if err != nil || ip.String() != rec.Name {
 		return nil, fmt.Errorf("%w: vip record %q: the name is not an IP address in canonical form", dht.ErrBadRecord, rec.Name)
 	}
-	if !hasIP(m, ip) {
-		return nil, fmt.Errorf("%w: vip record %q is signed by %q (%s), whose certificate does not carry that IP", dht.ErrBadRecord, rec.Name, m.Name, m.Address)
+	if _, pooled := m.PoolOf(ip); !m.HasFixedIP(ip) && !pooled {
+		return nil, fmt.Errorf("%w: vip record %q is signed by %q (%s), whose certificate neither carries that IP nor grants a pool holding it", dht.ErrBadRecord, rec.Name, m.Name, m.Address)
 	}
 	if len(rec.Value) != len(m.Address) || overlay.Address(rec.Value) != m.Address {
 		return nil, fmt.Errorf("%w: vip record %q: the value is not the signer's address", dht.ErrBadRecord, rec.Name)
 	}
 	return m, nil
-}
-
-// hasIP reports whether ip is one of m's own virtual IPs.
-func hasIP(m *security.Member, ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, p := range m.IPs {
-		if p.Addr() == ip {
-			return true
-		}
-	}
-	return false
 }

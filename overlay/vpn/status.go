@@ -12,10 +12,17 @@ import (
 
 // Status is a snapshot of the VPN, for `ringvpn status` and tests.
 type Status struct {
-	Device string         `json:"device"`
-	MTU    int            `json:"mtu"`
-	IPs    []netip.Prefix `json:"ips"`
-	Peers  []PeerStatus   `json:"peers"`
+	Device string `json:"device"`
+	MTU    int    `json:"mtu"`
+	// IPs are the member's addresses: fixed ones, then leased ones.
+	IPs []netip.Prefix `json:"ips"`
+	// Leased are the addresses of IPs leased from a pool.
+	Leased []netip.Prefix `json:"leased,omitempty"`
+	// Pools are the pools the certificate grants.
+	Pools []netip.Prefix `json:"pools,omitempty"`
+	// DNS is the name responder's state; absent when it is off.
+	DNS   *DNSStatus   `json:"dns,omitempty"`
+	Peers []PeerStatus `json:"peers"`
 	Counters
 	// Firewall counts the flows tracked and the packets dropped by the
 	// vpn.firewall rules (Enabled false: no rules, all passes).
@@ -81,11 +88,23 @@ type Counters struct {
 	// IPv4 broadcasts sent over the ring and written to the device.
 	BroadcastsOut uint64 `json:"broadcasts_out"`
 	BroadcastsIn  uint64 `json:"broadcasts_in"`
+	// DropUnverified counts packets from an address of the sender's pool
+	// not (yet) known as its lease; the first starts the lookup.
+	DropUnverified uint64 `json:"drop_unverified"`
+	// Address pool: leases taken, creates that found the address held,
+	// and leases lost to another member at renewal.
+	LeasesTaken    uint64 `json:"leases_taken"`
+	LeaseConflicts uint64 `json:"lease_conflicts"`
+	LeasesLost     uint64 `json:"leases_lost"`
 }
 
 // Status returns a snapshot.
 func (v *VPN) Status() Status {
-	s := Status{Device: v.dev.Name(), MTU: v.maxPacket, IPs: v.own, Counters: v.counters(), Firewall: v.fw.Stats()}
+	s := Status{Device: v.dev.Name(), MTU: v.maxPacket, IPs: v.ownIPs(), Leased: v.Leases(), Pools: v.pools, Counters: v.counters(), Firewall: v.fw.Stats()}
+	if v.dnsSrv != nil {
+		d := v.dnsSrv.status()
+		s.DNS = &d
+	}
 	v.mu.Lock()
 	remotes := make([]*remote, 0, len(v.byAddr))
 	for _, r := range v.byAddr {
@@ -139,5 +158,7 @@ func (v *VPN) counters() Counters {
 		OpenFailed: c.openFailed.Load(), Resolved: c.resolved.Load(),
 		ResolveFailed: c.resolveFailed.Load(), ShortcutsAsked: c.shortcutsAsked.Load(),
 		BroadcastsOut: c.broadcastsOut.Load(), BroadcastsIn: c.broadcastsIn.Load(),
+		DropUnverified: c.dropUnverified.Load(), LeasesTaken: c.leasesTaken.Load(),
+		LeaseConflicts: c.leaseConflicts.Load(), LeasesLost: c.leasesLost.Load(),
 	}
 }

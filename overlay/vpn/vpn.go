@@ -87,7 +87,14 @@ type VPN struct {
 	// batcher is corked around each batch of frames read; may be nil.
 	batcher Batcher
 	mac     net.HardwareAddr
-	own     []netip.Prefix // our virtual IPs
+	own     []netip.Prefix // our certificate's IPs: fixed ones and pools
+	fixed   []netip.Prefix // our fixed virtual IPs
+	pools   []netip.Prefix // the pools we lease an address from
+	// addresser changes the device's addresses (nil: it can't, as in
+	// tests; a lease is held all the same).
+	addresser tap.Addresser
+	names     *namePublisher // nil without vpn.dns.enabled
+	dnsSrv    *dnsServer     // nil without vpn.dns.enabled or addresser
 	// maxPacket is the largest IP packet carried: the device MTU.
 	maxPacket int
 	// fw filters the IP packets to and from members (always set; off
@@ -102,6 +109,10 @@ type VPN struct {
 	started   time.Time
 	bcast     bcastState
 	resolving atomic.Int32 // DHT lookups in flight (peers.go)
+	// leases are the addresses held from pools (lease.go), written
+	// under leaseMu.
+	leases  atomic.Pointer[[]netip.Prefix]
+	leaseMu sync.Mutex
 
 	mu     sync.Mutex
 	closed bool
@@ -138,6 +149,8 @@ func New(p Params) (*VPN, error) {
 		log:       log,
 		mac:       p.Device.MAC(),
 		own:       p.Identity.Member.IPs,
+		fixed:     p.Identity.Member.FixedIPs(),
+		pools:     p.Identity.Member.Pools(),
 		maxPacket: p.Device.MTU(),
 		fw:        fw,
 		ctx:       ctx,
@@ -145,6 +158,15 @@ func New(p Params) (*VPN, error) {
 		byIP:      make(map[netip.Addr]*mapping),
 		byAddr:    make(map[overlay.Address]*remote),
 		started:   time.Now(),
+	}
+	v.addresser, _ = p.Device.(tap.Addresser)
+	if p.Config.DNS.Enabled {
+		v.names = newNamePublisher(v)
+		if v.addresser != nil {
+			// A device whose addresses are real: the responder can
+			// listen on them.
+			v.dnsSrv = newDNSServer(v.lookupName, p.Config.DNS, log)
+		}
 	}
 	v.writeBufs.New = func() any { return new([1][]byte) }
 	v.wq = newWriteQueue(writeQueueLen, tap.FrameLen(v.maxPacket))
@@ -161,6 +183,15 @@ func (v *VPN) Start() {
 	v.spawn(v.acceptLoop)
 	v.spawn(v.publishLoop)
 	v.spawn(v.houseLoop)
+	for _, pool := range v.pools {
+		v.spawn(func() { v.leaseLoop(pool) })
+	}
+	if v.names != nil {
+		v.spawn(v.names.loop)
+	}
+	if v.dnsSrv != nil {
+		v.dnsSrv.listenOn(v.ownIPs())
+	}
 }
 
 // Close stops the VPN, closes its sessions and the device.
@@ -179,6 +210,9 @@ func (v *VPN) Close() error {
 	v.node.HandleData(nil)
 	v.node.Handle(TypeBroadcast, nil)
 	v.cancel()
+	if v.dnsSrv != nil {
+		v.dnsSrv.close()
+	}
 	err := v.dev.Close()
 	for _, r := range remotes {
 		r.close()
@@ -302,11 +336,19 @@ func (v *VPN) countWritten(n, written int, err error) {
 	}
 }
 
-// isOwn reports whether ip is one of this member's virtual IPs.
+// isOwn reports whether ip is one of this member's virtual IPs, fixed or
+// leased.
 func (v *VPN) isOwn(ip netip.Addr) bool {
-	for _, p := range v.own {
+	for _, p := range v.fixed {
 		if p.Addr() == ip {
 			return true
+		}
+	}
+	if l := v.leases.Load(); l != nil {
+		for _, p := range *l {
+			if p.Addr() == ip {
+				return true
+			}
 		}
 	}
 	return false
@@ -330,5 +372,6 @@ type counters struct {
 	dropBroadcast, dropUnresolved, dropQueueFull, dropSendFailed atomic.Uint64
 	writeFailed, sessionsOpened, sessionsAccepted, openFailed    atomic.Uint64
 	resolved, resolveFailed, shortcutsAsked                      atomic.Uint64
+	dropUnverified, leasesTaken, leaseConflicts, leasesLost      atomic.Uint64
 	broadcastsOut, broadcastsIn                                  atomic.Uint64
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/revoke"
 	"github.com/ringvpn/ringvpn/overlay/vpn"
 	"github.com/ringvpn/ringvpn/security"
 	"github.com/ringvpn/ringvpn/tap"
@@ -18,16 +19,18 @@ import (
 // Config is the whole node configuration file (configs/ringvpn.yaml
 // documents every key).
 type Config struct {
-	Identity  IdentityConfig  `mapstructure:"identity"`
-	Listen    netip.AddrPort  `mapstructure:"listen"`
-	Control   ControlConfig   `mapstructure:"control"`
-	Overlay   overlay.Config  `mapstructure:"overlay"`
-	DHT       dht.Config      `mapstructure:"dht"`
-	VPN       VPNConfig       `mapstructure:"vpn"`
-	TAP       TAPConfig       `mapstructure:"tap"`
-	Transport TransportConfig `mapstructure:"transport"`
-	Security  security.Config `mapstructure:"security"`
-	Log       LogConfig       `mapstructure:"log"`
+	Identity IdentityConfig `mapstructure:"identity"`
+	Listen   netip.AddrPort `mapstructure:"listen"`
+	Control  ControlConfig  `mapstructure:"control"`
+	Overlay  overlay.Config `mapstructure:"overlay"`
+	DHT      dht.Config     `mapstructure:"dht"`
+	// Revocation spreads revocation lists (overlay/revoke).
+	Revocation revoke.Config   `mapstructure:"revocation"`
+	VPN        VPNConfig       `mapstructure:"vpn"`
+	TAP        TAPConfig       `mapstructure:"tap"`
+	Transport  TransportConfig `mapstructure:"transport"`
+	Security   security.Config `mapstructure:"security"`
+	Log        LogConfig       `mapstructure:"log"`
 }
 
 // IdentityConfig names the member's files.
@@ -119,13 +122,14 @@ const DefaultPort = 4820
 // Default returns every default, as configs/ringvpn.yaml shows them.
 func Default() Config {
 	return Config{
-		Identity: IdentityConfig{Cert: "member.crt", Key: "member.key", CA: "ca.crt", CRL: []string{}, CRLReload: time.Minute, ExpiryWarning: 30 * 24 * time.Hour},
-		Listen:   netip.AddrPortFrom(netip.IPv6Unspecified(), DefaultPort),
-		Control:  ControlConfig{Socket: "/run/ringvpn/ringvpn.sock"},
-		Overlay:  overlay.Default(),
-		DHT:      dht.Default(),
-		VPN:      VPNConfig{Enabled: true, Config: vpn.Default()},
-		TAP:      TAPConfig{Name: "ringvpn0", Offload: tap.OffloadOn},
+		Identity:   IdentityConfig{Cert: "member.crt", Key: "member.key", CA: "ca.crt", CRL: []string{}, CRLReload: time.Minute, ExpiryWarning: 30 * 24 * time.Hour},
+		Listen:     netip.AddrPortFrom(netip.IPv6Unspecified(), DefaultPort),
+		Control:    ControlConfig{Socket: "/run/ringvpn/ringvpn.sock"},
+		Overlay:    overlay.Default(),
+		DHT:        dht.Default(),
+		Revocation: revoke.Default(),
+		VPN:        VPNConfig{Enabled: true, Config: vpn.Default()},
+		TAP:        TAPConfig{Name: "ringvpn0", Offload: tap.OffloadOn},
 		Transport: TransportConfig{
 			Config: transport.Default(),
 			UDP:    udp.Default(),
@@ -146,6 +150,15 @@ func (c Config) Validate() error {
 	}
 	if err := c.DHT.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Revocation.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Revocation.RecordTTL > c.DHT.MaxTTL {
+		errs = append(errs, fmt.Errorf("revocation.record_ttl: %v is longer than dht.max_ttl (%v), so no node would store the lists", c.Revocation.RecordTTL, c.DHT.MaxTTL))
+	}
+	if c.DHT.MaxValueSize < revoke.MaxRecordValue {
+		errs = append(errs, fmt.Errorf("dht.max_value_size: %d is below %d, the largest value of a revocation list record", c.DHT.MaxValueSize, revoke.MaxRecordValue))
 	}
 	if c.VPN.Enabled {
 		if err := c.VPN.Config.Validate(); err != nil {

@@ -185,3 +185,24 @@ func TestStart_ReloadsRevocationList(t *testing.T) {
 		}
 	}
 }
+
+func TestConfig_RevocationKeys(t *testing.T) {
+	cfg, err := loadYAML(t, "revocation:\n  check_interval: 30s\n  record_ttl: 2h\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Revocation.CheckInterval != 30*time.Second || cfg.Revocation.RecordTTL != 2*time.Hour {
+		t.Errorf("revocation = %+v", cfg.Revocation)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"check too often", "revocation:\n  check_interval: 100ms\n", "revocation.check_interval: 100ms not in [1s,24h]"},
+		{"ttl above the DHT's", "revocation:\n  record_ttl: 48h\n", "revocation.record_ttl: 48h0m0s is longer than dht.max_ttl (24h0m0s)"},
+		{"DHT values too small", "dht:\n  max_value_size: 512\n", "dht.max_value_size: 512 is below 999, the largest value of a revocation list record"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := loadYAML(t, tc.yaml); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,7 +1,7 @@
 // Package node wires a running member together: the UDP socket, the Mux,
 // the DTLS endpoint, the ring node (which joins through the bootstrap
-// peers and keeps its near and far links), the DHT, and the local status
-// endpoint.
+// peers and keeps its near and far links), the DHT, the revocation lists
+// and their spreading, and the local status endpoint.
 package node
 
 import (
@@ -14,6 +14,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/revoke"
 	"github.com/ringvpn/ringvpn/overlay/vpn"
 	"github.com/ringvpn/ringvpn/security"
 	"github.com/ringvpn/ringvpn/tap"
@@ -33,6 +34,7 @@ type Node struct {
 	linker   *overlay.SecureLinker
 	ring     *overlay.Node
 	dht      *dht.DHT
+	spread   *revoke.Spreader
 	pipes    *overlay.Pipes
 	vpn      *vpn.VPN // nil when vpn.enabled is false
 	started  time.Time
@@ -106,14 +108,23 @@ func open(cfg Config, log *zap.Logger) (*Node, error) {
 		linker.Close()
 		return nil, err
 	}
-	// Every node stores vip records for the others, VPN member or not.
-	verify := vpn.Verifier(dht.VerifyWith(bundle))
+	// Every node stores vip records and revocation lists for the others,
+	// VPN member or not.
+	verify := revoke.Verifier(vpn.Verifier(dht.VerifyWith(bundle)))
 	store, err := dht.New(ring, cfg.DHT, verify, log)
 	if err != nil {
 		ring.Close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, identity: identity, revs: revs, crlFiles: crlFiles, mux: mux, linker: linker, ring: ring, dht: store, started: time.Now()}
+	spread, err := revoke.New(revoke.Params{
+		Node: ring, Revocations: revs, DHT: store, Identity: identity, Config: cfg.Revocation, Log: log,
+	})
+	if err != nil {
+		store.Close()
+		ring.Close()
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, identity: identity, revs: revs, crlFiles: crlFiles, mux: mux, linker: linker, ring: ring, dht: store, spread: spread, started: time.Now()}
 	n.pipes, err = overlay.NewPipes(ring, linker.Endpoint(), cfg.Overlay.Pipes, log)
 	if err != nil {
 		n.Close()
@@ -128,14 +139,15 @@ func open(cfg Config, log *zap.Logger) (*Node, error) {
 	return n, nil
 }
 
-// openVPN opens the TAP device with the certificate's virtual IPs and
-// builds the VPN on it.
+// openVPN opens the TAP device with the certificate's fixed virtual IPs
+// and builds the VPN on it; an address leased from a pool is added to the
+// device by the VPN once it holds it.
 func openVPN(cfg Config, n *Node, verify dht.Verifier, log *zap.Logger) (*vpn.VPN, error) {
 	self := n.identity.Member
 	if len(self.IPs) == 0 {
 		return nil, fmt.Errorf("vpn: the certificate of %q carries no virtual IP: issue one with `ringvpn cert issue --ip`, or set vpn.enabled: false for a ring-only member", self.Name)
 	}
-	dev, err := tap.Open(cfg.TAP.device(self.IPs, tap.MAC(tap.MACFromBytes(self.Address[:]))), log)
+	dev, err := tap.Open(cfg.TAP.device(self.FixedIPs(), tap.MAC(tap.MACFromBytes(self.Address[:]))), log)
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +194,7 @@ func (n *Node) Close() error {
 	if n.pipes != nil {
 		n.pipes.Close()
 	}
+	n.spread.Close()
 	n.dht.Close()
 	err := n.ring.Close()
 	n.wg.Wait()
@@ -198,9 +211,13 @@ func (n *Node) DHT() *dht.DHT { return n.dht }
 func (n *Node) VPN() *vpn.VPN { return n.vpn }
 
 // Revocations are the revocation lists the node applies: those of
-// identity.crl, and any added to it (Add), which the node's links obey at
-// once. Lists() is what to publish to the other members.
+// identity.crl, those received from the other members, and any added to
+// it (Add), which the node's links obey at once. A list added from here
+// (not received) is spread to the other members.
 func (n *Node) Revocations() *security.Revocations { return n.revs }
+
+// Spreader spreads the node's revocation lists and takes the others'.
+func (n *Node) Spreader() *revoke.Spreader { return n.spread }
 
 // Endpoint is the node's link maker (for diagnostics such as probe).
 func (n *Node) Endpoint() *security.Endpoint { return n.linker.Endpoint() }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ringvpn/ringvpn/overlay"
 	"github.com/ringvpn/ringvpn/overlay/dht"
+	"github.com/ringvpn/ringvpn/overlay/revoke"
 	"github.com/ringvpn/ringvpn/overlay/vpn"
 	"github.com/ringvpn/ringvpn/transport"
 )
@@ -43,6 +44,8 @@ type Status struct {
 	Transport    transport.Stats   `json:"transport"`
 	Handshakes   HandshakeStatus   `json:"handshakes"`
 	Pipes        overlay.PipeStats `json:"pipes"`
+	// Revocations are the revocation lists held and how they spread.
+	Revocations revoke.Status `json:"revocations"`
 	// VPN is absent on a ring-only member.
 	VPN *vpn.Status `json:"vpn,omitempty"`
 }
@@ -93,6 +96,7 @@ func (n *Node) Status() Status {
 		Transport:     n.linker.Mux().Stats(),
 		Handshakes:    HandshakeStatus{Completed: completed, Failed: failed},
 		Pipes:         n.pipes.Stats(),
+		Revocations:   n.spread.Status(),
 		Links:         []LinkStatus{},
 	}
 	if n.vpn != nil {
@@ -165,6 +169,7 @@ func (n *Node) ServeControl(ctx context.Context) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(n.Status())
 	})
+	mux.HandleFunc("POST /revocations", n.servePublish)
 	// Profiles, for the operator (the socket is 0600): e.g.
 	// curl --unix-socket SOCK http://x/debug/pprof/profile?seconds=10
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
