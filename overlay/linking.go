@@ -413,6 +413,7 @@ func (n *Node) dial(target Address, endpoints []netip.AddrPort, a *attempt) {
 			eps = append(eps, ep)
 		}
 	}
+	relayed := n.relayEarly(ctx, target, a)
 	results := make(chan dialResult, len(eps))
 	for i, ep := range eps {
 		go func() {
@@ -463,6 +464,9 @@ func (n *Node) dial(target Address, endpoints []netip.AddrPort, a *attempt) {
 	if !n.isLinkedDirect(target) {
 		if ctx.Err() == nil || n.now() < a.deadline+time.Second {
 			n.log.Debug("connect failed", zap.Stringer("peer", target), zap.Error(lastErr))
+		}
+		if relayed != nil && <-relayed {
+			return // linked through a relay while the dials went on
 		}
 		if n.relayFallback(target, a) {
 			return

@@ -151,7 +151,11 @@ func (c PipeConfig) Validate() error {
 // go out while the peer's handshake towards us is already in its DTLS
 // handshake gives itself up the same way, whatever the addresses. A Dial
 // to a node that already has a link with us makes a second link: Pipes
-// does not keep one link per peer, its user does.
+// does not keep one link per peer, its user does. Sessions and relayed
+// ring links are different links: a pipe only glares with a pipe of its
+// own kind, and the kinds have different Remotes (pipeRemote,
+// ringPipeRemote), since the endpoint hands the winner's link to the
+// losing dial by Remote.
 //
 // A pipe has no goroutine: records are handled on the node's link reader
 // goroutines, and one sweeper per Pipes closes unfinished and idle pipes.
@@ -259,6 +263,16 @@ func pipeRemote(a Address) netip.AddrPort {
 	ip[0] = 0x01
 	copy(ip[8:], a[:8])
 	return netip.AddrPortFrom(netip.AddrFrom16(ip), binary.BigEndian.Uint16(a[8:10]))
+}
+
+// ringPipeRemote is the Remote of the pipes that carry relayed ring links
+// to a: pipeRemote(a) with the port's top bit flipped. A session and a
+// ring link opened at the same moment are two links, not a simultaneous
+// open; with one Remote, a session dial that gave up to the peer's
+// session could be handed the peer's ring link instead.
+func ringPipeRemote(a Address) netip.AddrPort {
+	r := pipeRemote(a)
+	return netip.AddrPortFrom(r.Addr(), r.Port()^0x8000)
 }
 
 // Dial opens a routed pipe to the node at dst and runs a DTLS handshake
@@ -438,18 +452,21 @@ func (ps *Pipes) newDialed(dst, via Address, ring bool) (*routedPipe, error) {
 		}
 	}
 	ps.stats.dialed.Add(1)
-	p := ps.newPipeLocked(key, via, key.id)
-	p.ring = ring
-	return p, nil
+	return ps.newPipeLocked(key, via, key.id, ring), nil
 }
 
-// newPipeLocked registers a handshaking pipe; ps.mu must be held.
-func (ps *Pipes) newPipeLocked(key pipeKey, via Address, local [8]byte) *routedPipe {
+// newPipeLocked registers a handshaking pipe, which carries a relayed
+// ring link if ring; ps.mu must be held.
+func (ps *Pipes) newPipeLocked(key pipeKey, via Address, local [8]byte, ring bool) *routedPipe {
 	remote := pipeRemote(key.peer)
+	if ring {
+		remote = ringPipeRemote(key.peer)
+	}
 	p := &routedPipe{
 		ps:          ps,
 		key:         key,
 		via:         via,
+		ring:        ring,
 		local:       local,
 		remote:      remote,
 		raddr:       net.UDPAddrFromAddrPort(remote),
@@ -553,8 +570,8 @@ func (ps *Pipes) open(m *Message, key pipeKey, rec []byte, ring bool) {
 	}
 	var lost []*routedPipe
 	for _, q := range ps.handshaking[key.peer] {
-		if !q.key.dialed || !q.started || q.sealed.Load() || q.failedErr() != nil {
-			continue // not a dial of ours in its DTLS handshake
+		if !q.key.dialed || !q.started || q.sealed.Load() || q.failedErr() != nil || q.ring != ring {
+			continue // not a dial of ours of this kind in its DTLS handshake
 		}
 		if ps.self.Compare(key.peer) < 0 {
 			ps.mu.Unlock()
@@ -568,9 +585,8 @@ func (ps *Pipes) open(m *Message, key pipeKey, rec []byte, ring bool) {
 		q.fail(errPipeGlare)
 		ps.stats.glare.Add(1)
 	}
-	p := ps.newPipeLocked(key, via, randomPipeID())
+	p := ps.newPipeLocked(key, via, randomPipeID(), ring)
 	p.started = true
-	p.ring = ring
 	ps.mu.Unlock()
 	ps.stats.accepted.Add(1)
 	if ce := ps.log.Check(zap.DebugLevel, "routed pipe opened by peer"); ce != nil {
@@ -620,7 +636,7 @@ func (ps *Pipes) startDial(p *routedPipe) bool {
 	}
 	p.started = true
 	for _, q := range ps.handshaking[p.key.peer] {
-		if !q.key.dialed && !q.sealed.Load() && q.failedErr() == nil {
+		if !q.key.dialed && q.ring == p.ring && !q.sealed.Load() && q.failedErr() == nil {
 			p.fail(errPipeGlare)
 			ps.stats.glare.Add(1)
 			return false

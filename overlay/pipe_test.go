@@ -452,6 +452,61 @@ func TestPipes_SimultaneousDialGivesOneLink(t *testing.T) {
 	}
 }
 
+// TestPipes_SessionAndRingLinkOpenedAtOnce: a session and a relayed ring
+// link opened towards each other at the same moment are two links, not a
+// simultaneous open: neither dial gives up to the other, and each gets
+// its own kind of link (the session dial was once handed the peer's ring
+// link, so the session carried the peer's ring traffic, and the ring
+// link never reached the node).
+func TestPipes_SessionAndRingLinkOpenedAtOnce(t *testing.T) {
+	checkLeaks(t)
+	g := newPipeGroup(t)
+	relay := Address{0xee} // the wire ignores it; ring pipes must name one
+	for _, ringFromSmall := range []bool{true, false} {
+		for i := range 3 {
+			w := newPipeWire(t, 20*time.Millisecond)
+			small, large := w.ordered(t, g, DefaultPipeConfig())
+			sessFrom, ringFrom := large, small
+			if !ringFromSmall {
+				sessFrom, ringFrom = small, large
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var sess, ring *security.Link
+			var sessErr, ringErr error
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				sess, sessErr = sessFrom.ps.Dial(ctx, ringFrom.addr, Address{})
+			}()
+			go func() {
+				defer wg.Done()
+				ring, ringErr = ringFrom.ps.dial(ctx, sessFrom.addr, relay, true)
+			}()
+			wg.Wait()
+			if sessErr != nil || ringErr != nil {
+				t.Fatalf("ring from small %v, run %d: dials: %v, %v", ringFromSmall, i, sessErr, ringErr)
+			}
+			if !sess.Dialed() || !ring.Dialed() {
+				t.Fatalf("ring from small %v, run %d: a dial returned the peer's link (session dialed %v, ring dialed %v)",
+					ringFromSmall, i, sess.Dialed(), ring.Dialed())
+			}
+			if sess.Remote() != pipeRemote(ringFrom.addr) || ring.Remote() != ringPipeRemote(sessFrom.addr) {
+				t.Fatalf("ring from small %v, run %d: remotes %v (session), %v (ring)", ringFromSmall, i, sess.Remote(), ring.Remote())
+			}
+			if l := acceptPipe(t, ringFrom.ps); l.Peer().Address != sessFrom.addr || l.Dialed() {
+				t.Fatalf("ring from small %v, run %d: accepted %s's link (dialed %v), want the session", ringFromSmall, i, l.Peer().Name, l.Dialed())
+			}
+			eventually(t, "the ring link reaches the node", func() bool {
+				via, ok := sessFrom.ps.node.Relayed(ringFrom.addr)
+				return ok && via == relay
+			})
+			noneWaiting(t, sessFrom)
+		}
+	}
+}
+
 // TestPipes_ImpostorRefused: a node on the path that answers for the
 // destination completes DTLS with its own certificate, and the dial
 // refuses it.
@@ -674,8 +729,13 @@ func TestPipeRemote_StablePerPeerAndNotRoutable(t *testing.T) {
 	if again := (Address{1, 2, 3}); pipeRemote(a) != pipeRemote(again) || pipeRemote(a) == pipeRemote(b) {
 		t.Fatal("stand-in addresses must be stable per peer and differ between peers")
 	}
-	if !netip.MustParsePrefix("100::/64").Contains(pipeRemote(a).Addr()) {
-		t.Fatalf("%s is not in the discard-only prefix", pipeRemote(a))
+	for _, r := range []netip.AddrPort{pipeRemote(a), ringPipeRemote(a)} {
+		if !netip.MustParsePrefix("100::/64").Contains(r.Addr()) {
+			t.Fatalf("%s is not in the discard-only prefix", r)
+		}
+	}
+	if ringPipeRemote(a) == pipeRemote(a) || ringPipeRemote(a) != ringPipeRemote(Address{1, 2, 3}) {
+		t.Fatal("a ring pipe's stand-in address must be stable per peer and differ from a session's")
 	}
 }
 

@@ -18,21 +18,65 @@ import (
 // overlay.relay_retry the
 // node asks its peer to try a direct link again; when one comes up it
 // replaces the relayed one (preferNew), which keeps routing meanwhile.
+//
+// The relay does not wait for the direct dials to time out: a hole punch
+// gets through within a few handshake retransmissions or not at all. Once
+// the dials of an attempt have run alone for a quarter of
+// overlay.connect_timeout (relayAfter), the relayed link is made while
+// they go on, and a direct link that comes up later replaces it. Else two
+// members behind symmetric NATs that are ring neighbours leave the ring
+// wrong around them (lookups between them fail) for the whole connect
+// timeout after one of them joins.
 
 // relayGrace is how long a failed dial waits for the peer's own link
 // before it turns to a relay.
 const relayGrace = time.Second
+
+// relayAfter is how long the dials of an attempt run alone before a relay
+// is tried alongside them.
+func (n *Node) relayAfter() time.Duration { return n.cfg.ConnectTimeout / 4 }
+
+// relayEarly starts a relay for the attempt a that waits relayAfter, and
+// then, if a is for kinds by then (relayWanted), links through a relay
+// unless a link is up; it gives up when the dials end first (they cancel
+// ctx when one wins). The channel tells whether it made a link; it is nil
+// when the node makes no relayed links.
+func (n *Node) relayEarly(ctx context.Context, target Address, a *attempt) <-chan bool {
+	if n.relays.Load() == nil {
+		return nil
+	}
+	done := make(chan bool, 1)
+	go func() {
+		t := time.NewTimer(n.relayAfter())
+		defer t.Stop()
+		select {
+		case <-t.C:
+			done <- n.relayWanted(a) && n.relayNow(target, a)
+		case <-ctx.Done():
+			done <- false
+		case <-n.closed:
+			done <- false
+		}
+	}()
+	return done
+}
+
+// relayWanted: the node can make relayed links, and a is for kinds: an
+// attempt it started, or answered and was then asked for (the peer that
+// only answers a request does not relay).
+func (n *Node) relayWanted(a *attempt) bool {
+	n.mu.Lock()
+	wanted := a.kinds != 0
+	n.mu.Unlock()
+	return wanted && n.relays.Load() != nil
+}
 
 // relayFallback runs after a failed dial of an attempt this node started
 // for kinds: it links through a relay instead. It reports false when no
 // relay is possible (no routed pipes, no relay candidate, or the peer is
 // already linked).
 func (n *Node) relayFallback(target Address, a *attempt) bool {
-	ps := n.relays.Load()
-	n.mu.Lock()
-	wanted := a.kinds != 0
-	n.mu.Unlock()
-	if ps == nil || !wanted {
+	if !n.relayWanted(a) {
 		return false
 	}
 	// A dial that lost a simultaneous open fails while the peer's own
@@ -42,6 +86,16 @@ func (n *Node) relayFallback(target Address, a *attempt) bool {
 	case <-t.C:
 	case <-n.closed:
 		t.Stop()
+		return false
+	}
+	return n.relayNow(target, a)
+}
+
+// relayNow links with target through a relay unless a link is up
+// already, and reports whether it made one.
+func (n *Node) relayNow(target Address, a *attempt) bool {
+	ps := n.relays.Load()
+	if ps == nil {
 		return false
 	}
 	n.mu.Lock()
