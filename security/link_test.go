@@ -449,6 +449,17 @@ func (c *recordingConn) WriteTo(b []byte, to netip.AddrPort) error {
 	return c.PacketConn.WriteTo(b, to)
 }
 
+// WriteBatch holds sealed records too: a Mux that is corked (while it
+// handles a batch it read) sends what it holds with WriteBatch.
+func (c *recordingConn) WriteBatch(bufs [][]byte, to []netip.AddrPort) (int, error) {
+	for i := range min(len(bufs), len(to)) {
+		if err := c.WriteTo(bufs[i], to[i]); err != nil {
+			return i, err
+		}
+	}
+	return min(len(bufs), len(to)), nil
+}
+
 type udpNode struct {
 	conn *recordingConn
 	mux  *transport.Mux
