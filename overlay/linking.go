@@ -465,10 +465,14 @@ func (n *Node) dial(target Address, endpoints []netip.AddrPort, a *attempt) {
 		if ctx.Err() == nil || n.now() < a.deadline+time.Second {
 			n.log.Debug("connect failed", zap.Stringer("peer", target), zap.Error(lastErr))
 		}
-		if relayed != nil && <-relayed {
-			return // linked through a relay while the dials went on
+		var early relayTry
+		if relayed != nil {
+			early = <-relayed
 		}
-		if n.relayFallback(target, a) {
+		if early.linked {
+			return // through a relay while the dials went on
+		}
+		if n.relayFallback(target, a, early.via) {
 			return
 		}
 		n.failAttempt(target, a)

@@ -36,27 +36,36 @@ const relayGrace = time.Second
 // is tried alongside them.
 func (n *Node) relayAfter() time.Duration { return n.cfg.ConnectTimeout / 4 }
 
+// relayTry is the outcome of a relay attempt: whether it made a link, and
+// through which relay it tried (zero: none was tried).
+type relayTry struct {
+	linked bool
+	via    Address
+}
+
 // relayEarly starts a relay for the attempt a that waits relayAfter, and
 // then, if a is for kinds by then (relayWanted), links through a relay
 // unless a link is up; it gives up when the dials end first (they cancel
-// ctx when one wins). The channel tells whether it made a link; it is nil
-// when the node makes no relayed links.
-func (n *Node) relayEarly(ctx context.Context, target Address, a *attempt) <-chan bool {
+// ctx when one wins). The channel gets its outcome; it is nil when the
+// node makes no relayed links.
+func (n *Node) relayEarly(ctx context.Context, target Address, a *attempt) <-chan relayTry {
 	if n.relays.Load() == nil {
 		return nil
 	}
-	done := make(chan bool, 1)
+	done := make(chan relayTry, 1)
 	go func() {
 		t := time.NewTimer(n.relayAfter())
 		defer t.Stop()
 		select {
 		case <-t.C:
-			done <- n.relayWanted(a) && n.relayNow(target, a)
+			if n.relayWanted(a) {
+				done <- n.relayNow(target, a, Address{})
+				return
+			}
 		case <-ctx.Done():
-			done <- false
 		case <-n.closed:
-			done <- false
 		}
+		done <- relayTry{}
 	}()
 	return done
 }
@@ -72,10 +81,10 @@ func (n *Node) relayWanted(a *attempt) bool {
 }
 
 // relayFallback runs after a failed dial of an attempt this node started
-// for kinds: it links through a relay instead. It reports false when no
-// relay is possible (no routed pipes, no relay candidate, or the peer is
-// already linked).
-func (n *Node) relayFallback(target Address, a *attempt) bool {
+// for kinds: it links through a relay instead, other than avoid (one that
+// failed already) if it can. It reports false when no relay is possible
+// (no routed pipes, no relay candidate, or the peer is already linked).
+func (n *Node) relayFallback(target Address, a *attempt, avoid Address) bool {
 	if !n.relayWanted(a) {
 		return false
 	}
@@ -88,25 +97,28 @@ func (n *Node) relayFallback(target Address, a *attempt) bool {
 		t.Stop()
 		return false
 	}
-	return n.relayNow(target, a)
+	return n.relayNow(target, a, avoid).linked
 }
 
-// relayNow links with target through a relay unless a link is up
-// already, and reports whether it made one.
-func (n *Node) relayNow(target Address, a *attempt) bool {
+// relayNow links with target through a relay, other than avoid if there
+// is another candidate, unless a link is up already.
+func (n *Node) relayNow(target Address, a *attempt, avoid Address) relayTry {
 	ps := n.relays.Load()
 	if ps == nil {
-		return false
+		return relayTry{}
 	}
 	n.mu.Lock()
 	if n.peers[target] != nil {
 		n.mu.Unlock()
-		return false
+		return relayTry{}
 	}
-	via := n.relayViaLocked(target, a.near)
+	via := n.relayViaLocked(target, a.near, avoid)
+	if via.IsZero() {
+		via = n.relayViaLocked(target, a.near, Address{})
+	}
 	if via.IsZero() {
 		n.mu.Unlock()
-		return false
+		return relayTry{}
 	}
 	a.deadline = n.now() + n.cfg.ConnectTimeout
 	n.mu.Unlock()
@@ -122,7 +134,7 @@ func (n *Node) relayNow(target Address, a *attempt) bool {
 	l, err := ps.dial(ctx, target, via, true)
 	if err != nil {
 		n.log.Debug("relayed connect failed", zap.Stringer("peer", target), zap.Stringer("via", via), zap.Error(err))
-		return false
+		return relayTry{via: via}
 	}
 	n.mu.Lock()
 	kinds := a.kinds
@@ -130,18 +142,18 @@ func (n *Node) relayNow(target Address, a *attempt) bool {
 	n.stats.relayed.Add(1)
 	n.log.Debug("relayed link", zap.Stringer("peer", target), zap.Stringer("via", via))
 	n.addLinkVia(l, kinds, via)
-	return true
+	return relayTry{linked: true, via: via}
 }
 
-// relayViaLocked picks the relay for a link to target: among the nodes
-// target named as its neighbours (near), one linked directly to us, the
-// lowest RTT first; failing that, our direct neighbour closest to target
-// on the ring. n.mu is held.
-func (n *Node) relayViaLocked(target Address, near []Address) Address {
+// relayViaLocked picks the relay for a link to target, other than avoid:
+// among the nodes target named as its neighbours (near), one linked
+// directly to us, the lowest RTT first; failing that, our direct
+// neighbour closest to target on the ring. n.mu is held.
+func (n *Node) relayViaLocked(target Address, near []Address, avoid Address) Address {
 	var best *peer
 	for _, a := range near {
 		p := n.peers[a]
-		if p == nil || !p.via.IsZero() || a == target {
+		if p == nil || !p.via.IsZero() || a == target || a == avoid {
 			continue
 		}
 		if best == nil || rttOrMax(p) < rttOrMax(best) {
@@ -150,7 +162,7 @@ func (n *Node) relayViaLocked(target Address, near []Address) Address {
 	}
 	if best == nil {
 		for _, p := range n.peers {
-			if !p.via.IsZero() || p.addr == target {
+			if !p.via.IsZero() || p.addr == target || p.addr == avoid {
 				continue
 			}
 			if best == nil || Distance(p.addr, target).Compare(Distance(best.addr, target)) < 0 {

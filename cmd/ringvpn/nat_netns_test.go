@@ -57,7 +57,9 @@ func newNATVPNLab(t *testing.T, public int, sites ...netnstest.SiteSpec) *natVPN
 // h (listening on its underlay address) and starts it. The first member
 // added is the bootstrap; the others join through it. The timers are
 // those of the other namespace tests: links notice a silent peer within
-// seconds, and a link attempt gives up (and turns to a relay) after 3s.
+// seconds, and a link attempt dials for 3s, turning to a relay after a
+// quarter of that. The logs are at debug level: a failed test shows
+// every link's life.
 func (l *natVPNLab) add(h *netnstest.Host, name string, n byte) *vpnMember {
 	t := l.t
 	m := &vpnMember{
