@@ -73,10 +73,12 @@ func startReader(t *testing.T, d Device, bufLen int) *reader {
 }
 
 // next returns the first frame for which match returns true, skipping the
-// kernel's other chatter (IPv6 router solicitations, MLD reports).
+// kernel's other chatter (IPv6 router solicitations, MLD reports). The
+// wait is long: a new IPv6 address is unusable until its duplicate address
+// detection ends, which a busy machine stretches.
 func (r *reader) next(t *testing.T, what string, match func(f []byte) bool) []byte {
 	t.Helper()
-	timeout := time.After(3 * time.Second)
+	timeout := time.After(15 * time.Second)
 	for {
 		select {
 		case f := <-r.frames:
@@ -84,7 +86,7 @@ func (r *reader) next(t *testing.T, what string, match func(f []byte) bool) []by
 				return f
 			}
 		case <-timeout:
-			t.Fatalf("no %s within 3s", what)
+			t.Fatalf("no %s within 15s", what)
 		}
 	}
 }
